@@ -1,0 +1,65 @@
+"""API keys: random bearer tokens, stored only as SHA-256 hashes, each with a scope.
+
+A scope is `admin` (everything) or `model:NAME` (that model's routes only). Keys carry 256 bits of
+randomness, so a fast hash is enough: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stream.store import Store
+
+_SCOPE = re.compile(r"^(admin|model:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
+PREFIX = "dl_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    scope: str
+
+    def allows(self, model: str | None) -> bool:
+        """Admin keys allow everything; model keys only their own model (and nothing model-less)."""
+        return self.scope == "admin" or (model is not None and self.scope == f"model:{model}")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_scope(scope: str) -> str:
+    if not _SCOPE.match(scope):
+        raise ValueError(f"invalid scope {scope!r}: use 'admin' or 'model:<model-name>'")
+    return scope
+
+
+def create_key(store: Store, scope: str) -> str:
+    """Create a key with `scope`; returns the token (shown once, never stored)."""
+    validate_scope(scope)
+    key_id = secrets.token_hex(6)
+    token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    store.insert("api_keys", [[key_id, _hash(token), scope, datetime.now(UTC), 0]],
+                 ["key_id", "key_hash", "scope", "created_at", "revoked"])
+    return token
+
+
+def verify_key(store: Store, token: str) -> ApiKey | None:
+    """The key a bearer token names, or None when unknown, malformed or revoked."""
+    match = re.fullmatch(rf"{PREFIX}([0-9a-f]{{12}})_[A-Za-z0-9_-]{{20,100}}", token)
+    if not match:
+        return None
+    rows = store.query_rows(
+        f"SELECT key_hash, scope, revoked FROM {store.table('api_keys')} FINAL WHERE key_id = {{k:String}}",
+        {"k": match.group(1)},
+    )
+    if not rows:
+        return None
+    key_hash, scope, revoked = rows[0]
+    if revoked or not secrets.compare_digest(key_hash, _hash(token)):
+        return None
+    return ApiKey(key_id=match.group(1), scope=scope)

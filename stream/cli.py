@@ -1,0 +1,165 @@
+"""The `driftline` command line: run everything locally, or one part (worker, api, services)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stream.services import LocalBroker, LocalClickHouse, ServiceError, port_open
+from stream.settings import Settings
+
+app = typer.Typer(help="Driftline: streaming data plane for ML model monitoring.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+services_app = typer.Typer(help="Local broker and ClickHouse server for development and tests.",
+                           no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(keys_app, name="keys")
+
+
+def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return host or "127.0.0.1", int(port or 9092)
+
+
+def _local_services(settings: Settings, kafka_port: int | None, http_port: int, tcp_port: int
+                    ) -> tuple[LocalBroker, LocalClickHouse]:
+    host, port = _split_bootstrap(settings.bootstrap_servers)
+    broker = LocalBroker(settings.data_dir / "broker", host=host, port=kafka_port or port)
+    clickhouse = LocalClickHouse(settings.data_dir / "clickhouse", http_port=http_port, tcp_port=tcp_port)
+    return broker, clickhouse
+
+
+@services_app.command("up")
+def services_up(
+    clickhouse_server: Annotated[bool, typer.Option("--clickhouse-server", help="also start a ClickHouse server")] = False,
+    kafka_port: Annotated[int | None, typer.Option(help="broker port (default: from DRIFTLINE_KAFKA_BOOTSTRAP)")] = None,
+    http_port: Annotated[int, typer.Option(help="ClickHouse HTTP port")] = 8123,
+    tcp_port: Annotated[int, typer.Option(help="ClickHouse native port")] = 9000,
+) -> None:
+    """Start the local broker (and optionally a ClickHouse server); idempotent."""
+    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, http_port, tcp_port)
+    try:
+        typer.echo(f"broker      kafka://{broker.up()}")
+        if clickhouse_server:
+            typer.echo(f"clickhouse  {clickhouse.up()}")
+    except ServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@services_app.command("down")
+def services_down(
+    kafka_port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Stop the local services started by `services up`."""
+    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, 8123, 9000)
+    typer.echo(f"broker      {'stopped' if broker.down() else 'was not running'}")
+    typer.echo(f"clickhouse  {'stopped' if clickhouse.down() else 'was not running'}")
+
+
+@services_app.command("status")
+def services_status(kafka_port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Show whether the local services run and where."""
+    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, 8123, 9000)
+    typer.echo(f"broker      {'running at kafka://' + broker.bootstrap if broker.running() else 'stopped'}")
+    typer.echo(f"clickhouse  {'running at ' + clickhouse.url if clickhouse.running() else 'stopped'}")
+
+
+@keys_app.command("create")
+def keys_create(scope: Annotated[str, typer.Option(help="admin or model:NAME")] = "admin") -> None:
+    """Create an API key and print it (it is stored hashed and cannot be shown again)."""
+    from api.keys import create_key
+    from stream.store import shared_store
+
+    try:
+        typer.echo(create_key(shared_store(Settings.from_env().clickhouse_url), scope))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _start_worker(settings: Settings, loglevel: str) -> None:
+    """Create topics, then run the Faust worker in this thread until it is stopped."""
+    import faust
+
+    from stream.app import create_app
+    from stream.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(create_app(settings), loglevel=loglevel)
+    worker.execute_from_commandline()
+
+
+@app.command()
+def worker(
+    web_port: Annotated[int | None, typer.Option(help="Faust web/metrics port")] = None,
+    loglevel: Annotated[str, typer.Option()] = "warn",
+) -> None:
+    """Run a stream worker (Faust) against the configured broker and store."""
+    settings = Settings.from_env()
+    if web_port is not None:
+        settings = settings.model_copy(update={"worker_web_port": web_port})
+    _start_worker(settings, loglevel)
+
+
+def _serve_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from api.main import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the HTTP API against the configured broker and store."""
+    _serve_api(Settings.from_env(), host, port)
+
+
+@app.command()
+def run(
+    demo: Annotated[bool, typer.Option("--demo", help="also publish synthetic events with injected drift")] = False,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Local all-in-one: broker (noida-db, if none is reachable), embedded store, worker and API."""
+    from api.keys import create_key
+    from stream.demo import produce_demo
+    from stream.store import shared_store
+
+    settings = Settings.from_env()
+    if port_open(host, port):
+        typer.echo(f"error: port {port} on {host} is already taken; pass --port", err=True)
+        raise typer.Exit(1)
+    bhost, bport = _split_bootstrap(settings.bootstrap_servers)
+    if not port_open(bhost, bport):
+        LocalBroker(settings.data_dir / "broker", host=bhost, port=bport).up()
+        typer.echo(f"started local broker at kafka://{bhost}:{bport}")
+    store = shared_store(settings.clickhouse_url)  # one embedded engine shared by worker and API
+    key = create_key(store, "admin")
+    threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api").start()
+    if demo:
+        threading.Thread(
+            target=lambda: asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"))),
+            daemon=True, name="demo-producer",
+        ).start()
+    typer.echo(f"API        http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    typer.echo(f"admin key  {key}")
+    typer.echo(f"store      {settings.clickhouse_url}")
+    typer.echo(f"data dir   {Path(settings.data_dir)}")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    _start_worker(settings, "warn")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,11 @@
+"""Prometheus metrics of the worker (served on the Faust web port at /metrics)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter("driftline_events_consumed_total", "Kafka messages consumed from the events topic")
+EVENTS_DECODED = Counter("driftline_events_decoded_total", "Inference events decoded", ["model"])
+EVENTS_REJECTED = Counter("driftline_events_rejected_total", "Input sent to the dead-letter topic", ["reason"])
+OPEN_WINDOWS = Gauge("driftline_open_windows", "Windows held in worker memory")
+FLUSH_SECONDS = Histogram("driftline_flush_seconds", "Time to write closed windows to the store")
+ROWS_WRITTEN = Counter("driftline_store_rows_written_total", "Rows written to the store", ["table"])
+STORE_ERRORS = Counter("driftline_store_errors_total", "Failed store writes (retried)")

@@ -1,0 +1,214 @@
+"""The ClickHouse store, through clickhouse-connect, identical on the embedded chDB and on a server.
+
+`chdb:///abs/path` opens ClickHouse in-process (the embedded default: one process per data dir);
+`http://host:8123/db` talks to a server. Schema changes are numbered migrations applied once, on
+start, and recorded in `schema_migrations`. All statements with user values are parametrized
+(`{name:Type}`); table and database names come only from this module.
+
+>>> import tempfile
+>>> store = Store.connect(f"chdb://{tempfile.mkdtemp()}/store")
+>>> store.migrate() >= 1
+True
+>>> store.ping()
+True
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+DEFAULT_DATABASE = "driftline"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# Every table is a ReplacingMergeTree keyed deterministically, so a replayed write (after a crash
+# before the offset commit) replaces the row instead of adding a second one. Readers use FINAL.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE IF NOT EXISTS {db}.config (
+            kind LowCardinality(String), model String, key String, body String,
+            version UInt64, deleted UInt8 DEFAULT 0, updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (kind, model, key)""",
+        """CREATE TABLE IF NOT EXISTS {db}.profiles (
+            model LowCardinality(String), granularity LowCardinality(String), segment String,
+            window_start DateTime64(3, 'UTC'), window_end DateTime64(3, 'UTC'),
+            row_count UInt64, late_count UInt64, validation_failures UInt64,
+            summary String, profile String,
+            model_versions Array(String), source_offsets String, config_version UInt64,
+            version UInt64, written_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, granularity, segment, window_start)""",
+        """CREATE TABLE IF NOT EXISTS {db}.column_summaries (
+            model LowCardinality(String), granularity LowCardinality(String), segment String,
+            window_start DateTime64(3, 'UTC'), column String,
+            count UInt64, null_count UInt64, mean Nullable(Float64), stddev Nullable(Float64),
+            min Nullable(Float64), max Nullable(Float64), median Nullable(Float64),
+            unique_est Nullable(Float64), inferred_type LowCardinality(String), version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, granularity, segment, column, window_start)""",
+        """CREATE TABLE IF NOT EXISTS {db}.anomaly_log (
+            model LowCardinality(String), event_time DateTime64(3, 'UTC'), event_id String,
+            model_version String, segment String, anomaly_count UInt32, failed Array(String),
+            event_values String, source_topic String, source_partition UInt32, source_offset UInt64,
+            config_version UInt64, inserted_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree ORDER BY (model, source_topic, source_partition, source_offset, event_id)""",
+        """CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+            source_topic String, source_partition UInt32, source_offset UInt64, batch_index UInt32,
+            reason LowCardinality(String), detail String, model String, received_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree ORDER BY (source_topic, source_partition, source_offset, batch_index)""",
+        """CREATE TABLE IF NOT EXISTS {db}.api_keys (
+            key_id String, key_hash String, scope String, created_at DateTime64(3, 'UTC'), revoked UInt8
+        ) ENGINE = ReplacingMergeTree ORDER BY key_id""",
+    ]),
+]
+
+
+class StoreError(RuntimeError):
+    """The store is unreachable or refused a statement."""
+
+
+class Store:
+    """A ClickHouse database reached through one clickhouse-connect client."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        if not _IDENT.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        self.client = client
+        self.database = database
+        # The chDB client is a single in-process engine; serialize access from worker and API threads.
+        self._lock = threading.RLock()
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """Open `chdb:///path` (embedded) or `http(s)://[user:pass@]host:port/database` (server)."""
+        parsed = urlparse(url)
+        if parsed.scheme == "chdb":
+            client = clickhouse_connect.get_client(dsn=url)
+            store = cls(client, DEFAULT_DATABASE)
+        elif parsed.scheme in ("http", "https"):
+            database = parsed.path.strip("/") or DEFAULT_DATABASE
+            client = clickhouse_connect.get_client(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=parsed.username or "default", password=parsed.password or "",
+                secure=parsed.scheme == "https", database="default",
+                connect_timeout=5, send_receive_timeout=60,
+            )
+            store = cls(client, database)
+        else:
+            raise ValueError(f"unsupported ClickHouse URL {url!r}: use chdb:///abs/path or http://host:port/db")
+        store.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
+        return store
+
+    def table(self, name: str) -> str:
+        """Fully qualified table name (names are fixed in code, checked anyway)."""
+        if not _IDENT.match(name):
+            raise ValueError(f"invalid table name {name!r}")
+        return f"{self.database}.{name}"
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Apply migrations not yet recorded; return the schema version. Safe to run concurrently."""
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {self.table('schema_migrations')} "
+            "(version UInt32, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        applied = {r[0] for r in self.query_rows(f"SELECT version FROM {self.table('schema_migrations')}")}
+        for version, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in statements:
+                self.command(statement.format(db=self.database))
+            self.command(
+                f"INSERT INTO {self.table('schema_migrations')} (version) VALUES ({{v:UInt32}})",
+                {"v": version},
+            )
+        return self.schema_version()
+
+    def schema_version(self) -> int:
+        rows = self.query_rows(f"SELECT max(version) FROM {self.table('schema_migrations')}")
+        return int(rows[0][0] or 0)
+
+    # -- statements -----------------------------------------------------------------------------
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        try:
+            with self._lock:
+                self.client.command(sql, parameters=parameters)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return list(self.client.query(sql, parameters=parameters).result_rows)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+
+    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                result = self.client.query(sql, parameters=parameters)
+                names = result.column_names
+                return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        try:
+            with self._lock:
+                return self.client.query_arrow(sql, parameters=parameters)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+        """Insert a batch of rows in one statement; returns the number written."""
+        if not rows:
+            return 0
+        try:
+            with self._lock:
+                self.client.insert(self.table(table), rows, column_names=list(column_names))
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+        return len(rows)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        if data.num_rows == 0:
+            return 0
+        try:
+            with self._lock:
+                self.client.insert_arrow(self.table(table), data)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+        return int(data.num_rows)
+
+    def ping(self) -> bool:
+        try:
+            return self.query_rows("SELECT 1") == [(1,)]
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+
+_shared: dict[str, Store] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(url: str) -> Store:
+    """One Store per URL in this process: chDB allows one engine per data dir, so the worker and
+    the API of `driftline run` must share it."""
+    with _shared_lock:
+        store = _shared.get(url)
+        if store is None:
+            store = Store.connect(url)
+            store.migrate()
+            _shared[url] = store
+        return store

@@ -1,0 +1,46 @@
+"""Topic names and their creation with the partition counts the worker's tables expect."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream.settings import Settings
+
+LOGICAL_TOPICS = ("events", "dlq", "anomalies", "alerts")
+
+
+async def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create the public topics if missing (auto-created topics get 1 partition, which breaks
+    co-partitioned Faust tables). Returns the topic names."""
+    n = partitions or settings.partitions
+    names = [settings.topic(t) for t in LOGICAL_TOPICS]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name in names if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker created it first
+    finally:
+        await admin.close()
+    return names
+
+
+async def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
+    """True when a Kafka-protocol broker answers a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    except Exception:
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:
+            pass
