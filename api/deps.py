@@ -15,7 +15,8 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> Store:

@@ -27,18 +27,23 @@ def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port or 9092)
 
 
-def _local_services(settings: Settings, kafka_port: int | None, http_port: int, tcp_port: int
-                    ) -> tuple[LocalBroker, LocalClickHouse]:
+def _local_services(settings: Settings, kafka_port: int | None, http_port: int | None = None,
+                    tcp_port: int | None = None) -> tuple[LocalBroker, LocalClickHouse]:
+    """The local services of this data dir; ports not given are those a previous `up` recorded."""
     host, port = _split_bootstrap(settings.bootstrap_servers)
     broker = LocalBroker(settings.data_dir / "broker", host=host, port=kafka_port or port)
-    clickhouse = LocalClickHouse(settings.data_dir / "clickhouse", http_port=http_port, tcp_port=tcp_port)
+    clickhouse = LocalClickHouse.recorded(settings.data_dir / "clickhouse")
+    clickhouse.http_port = http_port or clickhouse.http_port
+    clickhouse.tcp_port = tcp_port or clickhouse.tcp_port
     return broker, clickhouse
 
 
 @services_app.command("up")
 def services_up(
-    clickhouse_server: Annotated[bool, typer.Option("--clickhouse-server", help="also start a ClickHouse server")] = False,
-    kafka_port: Annotated[int | None, typer.Option(help="broker port (default: from DRIFTLINE_KAFKA_BOOTSTRAP)")] = None,
+    clickhouse_server: Annotated[
+        bool, typer.Option("--clickhouse-server", help="also start a ClickHouse server")] = False,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="broker port (default: from DRIFTLINE_KAFKA_BOOTSTRAP)")] = None,
     http_port: Annotated[int, typer.Option(help="ClickHouse HTTP port")] = 8123,
     tcp_port: Annotated[int, typer.Option(help="ClickHouse native port")] = 9000,
 ) -> None:
@@ -58,7 +63,7 @@ def services_down(
     kafka_port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Stop the local services started by `services up`."""
-    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, 8123, 9000)
+    broker, clickhouse = _local_services(Settings.from_env(), kafka_port)
     typer.echo(f"broker      {'stopped' if broker.down() else 'was not running'}")
     typer.echo(f"clickhouse  {'stopped' if clickhouse.down() else 'was not running'}")
 
@@ -66,7 +71,7 @@ def services_down(
 @services_app.command("status")
 def services_status(kafka_port: Annotated[int | None, typer.Option()] = None) -> None:
     """Show whether the local services run and where."""
-    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, 8123, 9000)
+    broker, clickhouse = _local_services(Settings.from_env(), kafka_port)
     typer.echo(f"broker      {'running at kafka://' + broker.bootstrap if broker.running() else 'stopped'}")
     typer.echo(f"clickhouse  {'running at ' + clickhouse.url if clickhouse.running() else 'stopped'}")
 
@@ -91,6 +96,7 @@ def _start_worker(settings: Settings, loglevel: str) -> None:
     from stream.app import create_app
     from stream.topics import ensure_topics
 
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(create_app(settings), loglevel=loglevel)
@@ -124,6 +130,18 @@ def api(
 ) -> None:
     """Run the HTTP API against the configured broker and store."""
     _serve_api(Settings.from_env(), host, port)
+
+
+@app.command()
+def demo(
+    rate: Annotated[int, typer.Option(help="events per second")] = 50,
+    stable_minutes: Annotated[float, typer.Option(help="minutes of baseline data before drift starts")] = 3.0,
+) -> None:
+    """Publish synthetic house-price events (with injected drift) to the events topic."""
+    from stream.demo import produce_demo
+
+    settings = Settings.from_env()
+    asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"), rate, stable_minutes))
 
 
 @app.command()

@@ -32,7 +32,7 @@ def demo_events(rng: np.random.Generator, n: int, drifted: bool, now_ms: int) ->
          "inputs": {"sqft": float(sqft[i]), "city": str(cities[i]),
                     "year_built": None if np.isnan(year[i]) else int(year[i])},
          "outputs": {"price": float(price[i])}, "ground_truth": {"price": float(truth[i])},
-         "tags": {"region": "us-east" if i % 2 else "us-west"}, "elapsed_ns": int(rng.integers(1e6, 9e6))}
+         "tags": {"region": "us-east" if i % 2 else "us-west"}, "elapsed_ns": int(rng.integers(1_000_000, 9_000_000))}
         for i in range(n)
     ]
 

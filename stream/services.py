@@ -165,9 +165,10 @@ def serve_clickhouse(data_dir: str) -> None:
 
     The working directory must hold the `config.xml` written by `LocalClickHouse.up`.
     """
-    import chdb._chdb as chdb_native  # private API, guarded by check_chdb_version()
+    import importlib
 
-    chdb_native.query(_SERVER_QUERY, "TabSeparated", path=data_dir)
+    native = importlib.import_module("chdb._chdb")  # private API, guarded by check_chdb_version()
+    native.query(_SERVER_QUERY, "TabSeparated", path=data_dir)
 
 
 @dataclass
@@ -186,6 +187,15 @@ class LocalClickHouse:
     @property
     def _pidfile(self) -> Path:
         return self.data_dir / "driftline-clickhouse.pid"
+
+    @classmethod
+    def recorded(cls, data_dir: Path, host: str = "127.0.0.1") -> LocalClickHouse:
+        """The server `up` started in `data_dir`, with the ports it recorded (defaults if none)."""
+        server = cls(data_dir, host=host)
+        fields = server._pidfile.read_text().split() if server._pidfile.exists() else []
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            server.http_port, server.tcp_port = int(fields[1]), int(fields[2])
+        return server
 
     def _pid(self) -> int | None:
         if not self._pidfile.exists():
@@ -224,7 +234,8 @@ class LocalClickHouse:
         )
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"from stream.services import serve_clickhouse; serve_clickhouse({str(self.data_dir / 'data')!r})"],
+            [sys.executable, "-c",
+             f"from stream.services import serve_clickhouse; serve_clickhouse({str(self.data_dir / 'data')!r})"],
             cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

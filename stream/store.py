@@ -146,7 +146,7 @@ class Store:
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         try:
             with self._lock:
-                return list(self.client.query(sql, parameters=parameters).result_rows)
+                return [tuple(r) for r in self.client.query(sql, parameters=parameters).result_rows]
         except Exception as exc:
             raise StoreError(str(exc)) from exc
 
@@ -172,7 +172,7 @@ class Store:
             return 0
         try:
             with self._lock:
-                self.client.insert(self.table(table), rows, column_names=list(column_names))
+                self.client.insert(self.table(table), [list(r) for r in rows], column_names=list(column_names))
         except Exception as exc:
             raise StoreError(str(exc)) from exc
         return len(rows)

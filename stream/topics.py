@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -21,10 +23,8 @@ async def ensure_topics(settings: Settings, partitions: int | None = None) -> li
         existing = set(await admin.list_topics())
         missing = [NewTopic(name, n, 1) for name in names if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created it first
     finally:
         await admin.close()
     return names
@@ -40,7 +40,16 @@ async def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
     except Exception:
         return False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:
-            pass
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """Number of partitions of `topic` (0 when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sum(len(t.get("partitions", [])) for t in described if t.get("topic") == topic)

@@ -1,0 +1,66 @@
+"""Session fixtures: a fresh Kafka-protocol broker and a fresh ClickHouse server on free ports.
+
+Integration tests never skip: if a service cannot start, the fixture raises and the tests fail.
+Each test gets its own topic prefix and database, so tests do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.services import LocalBroker, LocalClickHouse, free_port
+from stream.settings import Settings
+from stream.store import Store
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def broker(services_dir: Path) -> Iterator[LocalBroker]:
+    b = LocalBroker(services_dir / "broker", port=free_port())
+    b.up()
+    yield b
+    b.down()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(services_dir: Path) -> Iterator[LocalClickHouse]:
+    ch = LocalClickHouse(services_dir / "clickhouse", http_port=free_port(), tcp_port=free_port())
+    ch.up()
+    yield ch
+    ch.down()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, clickhouse: LocalClickHouse, tmp_path: Path, unique: str) -> Settings:
+    """Settings for one test: shared services, private topics (prefix) and database."""
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        clickhouse_url=f"http://{clickhouse.host}:{clickhouse.http_port}/t_{unique}",
+        topic_prefix=f"t{unique}-",
+        data_dir=tmp_path / "data",
+        partitions=2,
+        worker_web_port=free_port(),
+        api_port=free_port(),
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    s = Store.connect(settings.clickhouse_url)
+    s.migrate()
+    yield s
+    s.command(f"DROP DATABASE IF EXISTS {s.database}")
+    s.close()

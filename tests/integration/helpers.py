@@ -1,0 +1,63 @@
+"""Shared helpers for integration tests: run real processes, poll real endpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from stream.settings import Settings
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], timeout: float = 60.0, interval: float = 0.3) -> T:
+    """Poll `probe` until it returns a truthy value; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T = probe()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+        time.sleep(interval)
+        last = probe()
+    return last
+
+
+def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """Start `driftline <args>` as a real child process configured only by environment."""
+    env = {**os.environ, **settings.env()}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+
+
+def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+    except OSError:
+        return 0, b""
+
+
+def http_answer(url: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
+    """The (status, body) of a GET once the server answers at all; None while nothing listens."""
+    status, body = http_get(url, timeout)
+    return (status, body) if status else None
+
+
+def metric_value(text: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all label sets) in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            if head == name or head.startswith(name + "{"):
+                total += float(value)
+    return total
