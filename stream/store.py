@@ -36,21 +36,29 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             kind LowCardinality(String), model String, key String, body String,
             version UInt64, deleted UInt8 DEFAULT 0, updated_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(version) ORDER BY (kind, model, key)""",
+        # One row per (window, segment, source partition): event partitions are profiled
+        # independently; readers merge the partition rows of a window (sketches merge exactly).
+        # `version` is the highest source offset folded in, so a replayed flush never wins over
+        # a newer one and re-writing the same state replaces the row.
         """CREATE TABLE IF NOT EXISTS {db}.profiles (
             model LowCardinality(String), granularity LowCardinality(String), segment String,
             window_start DateTime64(3, 'UTC'), window_end DateTime64(3, 'UTC'),
+            source_topic LowCardinality(String), source_partition UInt32,
+            min_offset Int64, max_offset Int64,
             row_count UInt64, late_count UInt64, validation_failures UInt64,
             summary String, profile String,
-            model_versions Array(String), source_offsets String, config_version UInt64,
+            model_versions Array(String), config_version UInt64,
             version UInt64, written_at DateTime64(3, 'UTC')
-        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, granularity, segment, window_start)""",
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (model, granularity, segment, window_start, source_topic, source_partition)""",
         """CREATE TABLE IF NOT EXISTS {db}.column_summaries (
             model LowCardinality(String), granularity LowCardinality(String), segment String,
-            window_start DateTime64(3, 'UTC'), column String,
-            count UInt64, null_count UInt64, mean Nullable(Float64), stddev Nullable(Float64),
+            window_start DateTime64(3, 'UTC'), source_topic LowCardinality(String), source_partition UInt32,
+            column String, count UInt64, null_count UInt64, mean Nullable(Float64), stddev Nullable(Float64),
             min Nullable(Float64), max Nullable(Float64), median Nullable(Float64),
             unique_est Nullable(Float64), inferred_type LowCardinality(String), version UInt64
-        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, granularity, segment, column, window_start)""",
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (model, granularity, segment, column, window_start, source_topic, source_partition)""",
         """CREATE TABLE IF NOT EXISTS {db}.anomaly_log (
             model LowCardinality(String), event_time DateTime64(3, 'UTC'), event_id String,
             model_version String, segment String, anomaly_count UInt32, failed Array(String),

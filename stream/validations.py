@@ -185,9 +185,7 @@ _EXPR_METHODS: Final[Mapping[str, _Sig]] = {
             "not_",
         )
     },
-    "is_in": _Sig(
-        positional=(("other", _Kind.SEQ_OR_EXPR),), required=1, keywords=(("nulls_equal", _Kind.BOOL),)
-    ),
+    "is_in": _Sig(positional=(("other", _Kind.SEQ_OR_EXPR),), required=1, keywords=(("nulls_equal", _Kind.BOOL),)),
     "is_between": _Sig(
         positional=(
             ("lower_bound", _Kind.EXPR),
@@ -229,9 +227,7 @@ _NAMESPACE_METHODS: Final[Mapping[str, Mapping[str, _Sig]]] = {
             keywords=(("null_on_oob", _Kind.BOOL),),
             defaults=(("null_on_oob", True),),
         ),
-        "contains": _Sig(
-            positional=(("item", _Kind.EXPR),), required=1, keywords=(("nulls_equal", _Kind.BOOL),)
-        ),
+        "contains": _Sig(positional=(("item", _Kind.EXPR),), required=1, keywords=(("nulls_equal", _Kind.BOOL),)),
         **{name: _NO_ARGS for name in ("len", "first", "last", "sum", "mean", "min", "max")},
     },
     "str": {
@@ -392,11 +388,7 @@ class _Positions:
 
     def node(self, node: ast.AST) -> int | None:
         """Where ``node`` is best pointed at: an attribute's name, a call's callee, an operator."""
-        if (
-            isinstance(node, ast.Attribute)
-            and node.end_lineno is not None
-            and node.end_col_offset is not None
-        ):
+        if isinstance(node, ast.Attribute) and node.end_lineno is not None and node.end_col_offset is not None:
             return self.of(node.end_lineno, node.end_col_offset - len(node.attr.encode("utf-8")))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             return self.node(node.func)
@@ -432,13 +424,9 @@ class _Interpreter:
             nodes += 1
             max_depth = max(max_depth, depth)
             if nodes > MAX_EXPRESSION_NODES:
-                raise self.fail(
-                    node, f"expression is too large (more than {MAX_EXPRESSION_NODES} syntax nodes)"
-                )
+                raise self.fail(node, f"expression is too large (more than {MAX_EXPRESSION_NODES} syntax nodes)")
             if depth > MAX_EXPRESSION_DEPTH:
-                raise self.fail(
-                    node, f"expression is nested too deeply (more than {MAX_EXPRESSION_DEPTH} levels)"
-                )
+                raise self.fail(node, f"expression is nested too deeply (more than {MAX_EXPRESSION_DEPTH} levels)")
             name = None
             if isinstance(node, ast.Attribute):
                 name = node.attr
@@ -658,13 +646,9 @@ class _Interpreter:
         value = self.eval(node)
         if isinstance(value, pl.Expr) or _is_scalar(value):
             return value
-        raise self.fail(
-            node, f"operand of {symbol} must be an expression or a constant, got {_describe(value)}"
-        )
+        raise self.fail(node, f"operand of {symbol} must be an expression or a constant, got {_describe(value)}")
 
-    def apply(
-        self, node: ast.AST, symbol: str, fn: Callable[[Any, Any], Any], left: Any, right: Any
-    ) -> pl.Expr:
+    def apply(self, node: ast.AST, symbol: str, fn: Callable[[Any, Any], Any], left: Any, right: Any) -> pl.Expr:
         if not isinstance(left, pl.Expr) and not isinstance(right, pl.Expr):
             left = pl.lit(left)  # never compute on Python constants (e.g. 10 ** 10 ** 10)
         try:
@@ -961,9 +945,7 @@ class ValidationSet(Mapping[str, Validation]):
     def _query(self, lf: pl.LazyFrame, active: list[Validation]) -> pl.LazyFrame:
         active_names = {v.name for v in active}
         columns = [
-            (v.expr.fill_null(False).cast(pl.Boolean) if v.name in active_names else pl.lit(False)).alias(
-                v.column
-            )
+            (v.expr.fill_null(False).cast(pl.Boolean) if v.name in active_names else pl.lit(False)).alias(v.column)
             for v in self._items.values()
         ]
         names = [v.column for v in self._items.values()]
@@ -978,9 +960,7 @@ class ValidationSet(Mapping[str, Validation]):
             else lf.with_columns(count.alias(ANOMALY_COUNT_COLUMN)).select(ANOMALY_COUNT_COLUMN)
         )
 
-    def _compute(
-        self, lf: pl.LazyFrame, active: list[Validation], errors: dict[str, str]
-    ) -> pl.DataFrame | None:
+    def _compute(self, lf: pl.LazyFrame, active: list[Validation], errors: dict[str, str]) -> pl.DataFrame | None:
         try:
             return self._query(lf, active).collect()
         except _EVAL_ERRORS:
@@ -989,7 +969,7 @@ class ValidationSet(Mapping[str, Validation]):
         survivors = []
         for v in active:
             try:
-                lf.select(v.expr.alias(v.column)).collect()
+                lf.select(v.expr.fill_null(False).cast(pl.Boolean).alias(v.column)).collect()
                 survivors.append(v)
             except _EVAL_ERRORS as exc:
                 errors[v.name] = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -31,14 +31,15 @@ def _exercise(store: Store) -> dict[str, object]:
     version = store.migrate()
     again = store.migrate()  # idempotent
     t0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
-    cols = ["model", "granularity", "segment", "window_start", "window_end", "row_count", "late_count",
-            "validation_failures", "summary", "profile", "model_versions", "source_offsets",
-            "config_version", "version", "written_at"]
-    rows = [["m", "hourly", seg, t0 + timedelta(hours=h), t0 + timedelta(hours=h + 1), 10 * h + len(seg), 0, 0,
-             "{}", b"\x00\x01binary\xff", ["v1"], "{}", 1, 1, t0] for h in range(3) for seg in ("", "in.city=Boston")]
+    cols = ["model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
+            "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",
+            "model_versions", "config_version", "version", "written_at"]
+    rows = [["m", "hourly", seg, t0 + timedelta(hours=h), t0 + timedelta(hours=h + 1), "ev", 0, 0, 5,
+             10 * h + len(seg), 0, 0, "{}", b"\x00\x01binary\xff", ["v1"], 1, 1, t0]
+            for h in range(3) for seg in ("", "in.city=Boston")]
     store.insert("profiles", rows, cols)
     # A replayed flush (same key, higher version) replaces instead of duplicating.
-    store.insert("profiles", [[*rows[0][:5], 999, *rows[0][6:13], 2, t0]], cols)
+    store.insert("profiles", [[*rows[0][:9], 999, *rows[0][10:16], 2, t0]], cols)
     counted = store.query_rows(
         f"SELECT segment, count(), sum(row_count) FROM {store.table('profiles')} FINAL "
         "WHERE model = {m:String} GROUP BY segment ORDER BY segment", {"m": "m"})
