@@ -1,16 +1,47 @@
-"""The Faust application: topics, tables and agents of the Driftline worker.
+"""The Faust application: topics, the window table and the agent of the Driftline worker.
 
-The agents read as the data flow: raw bytes → decode → profile → emit. This module wires them;
-the work itself lives in the modules named by each step.
+The agent reads as the data flow — raw bytes in, `StreamWorker.process` (decode → validate →
+profile into window state → anomalies out), then the changelog is flushed before the batch is
+acknowledged, so offsets are only committed once the state that holds those events is durable.
+Timers refresh configuration and flush closed windows to the store.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import faust
+from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream import metrics
+from stream.decode import RawMessage
 from stream.settings import Settings
+from stream.store import shared_store
+from stream.windows import key_partition
+from stream.worker import StreamWorker
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 10_000
+
+
+class PartitionedTable(faust.Table):
+    """A table whose keys carry their source partition, so its changelog partition is known without
+    a current event (updates happen for whole micro-batches and from flush timers)."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return key_partition(key)
+
+
+def _raw(event: EventT) -> RawMessage:
+    m = event.message
+    raw_headers: Any = m.headers
+    headers = list(raw_headers.items()) if isinstance(raw_headers, dict) else list(raw_headers or ())
+    return RawMessage(
+        value=m.value if isinstance(m.value, bytes) else bytes(m.value or b""),
+        partition=m.partition, offset=m.offset, timestamp_ms=int((m.timestamp or 0) * 1000),
+        headers=[(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
+    )
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -19,24 +50,59 @@ def create_app(settings: Settings) -> faust.App:
         f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
+        Table=PartitionedTable,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         topic_disable_leader=True,
-        processing_guarantee="exactly_once",
+        table_standby_replicas=0,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
+        broker_commit_every=MAX_BATCH,
         consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=4 * MAX_BATCH,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         datadir=str(settings.data_dir / "faust"),
     )
     events = app.topic(settings.topic("events"), value_type=bytes, value_serializer="raw",
                        key_type=bytes, key_serializer="raw", partitions=settings.partitions)
+    side_topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
+                   for name in ("dlq", "anomalies")}
+    windows = app.Table("windows", key_type=str, value_type=bytes, key_serializer="json",
+                        value_serializer="raw", partitions=settings.partitions)
+    state: dict[str, StreamWorker] = {}
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
+        name = topic.removeprefix(settings.topic_prefix)
+        await side_topics[name].send(key=key, value=value, headers=list(headers.items()))
+
+    def worker() -> StreamWorker:
+        if "w" not in state:
+            state["w"] = StreamWorker(settings, shared_store(settings.clickhouse_url), windows, publish)
+        return state["w"]
+
+    def active_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events.get_topic_name()}
+
+    async def make_durable() -> None:
+        """Changelog writes are buffered; push them to the broker before acknowledging the batch."""
+        await app.producer.buffer.flush()
+        await app.producer.flush()
 
     @app.agent(events)
-    async def consume_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(10_000, within=0.5):
-            metrics.EVENTS_CONSUMED.inc(len(batch))
+    async def profile_events(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(MAX_BATCH, within=0.5):  # type: ignore[attr-defined]
+            await worker().process([_raw(e) for e in batch])
+            await make_durable()
+
+    @app.timer(2.0)
+    async def refresh_config() -> None:
+        await worker().refresh_config()
+
+    @app.timer(1.0)
+    async def flush_windows() -> None:
+        if await worker().flush(active_partitions()):
+            await make_durable()
 
     @app.page("/metrics")
     async def prometheus_metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

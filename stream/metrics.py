@@ -9,3 +9,7 @@ OPEN_WINDOWS = Gauge("driftline_open_windows", "Windows held in worker memory")
 FLUSH_SECONDS = Histogram("driftline_flush_seconds", "Time to write closed windows to the store")
 ROWS_WRITTEN = Counter("driftline_store_rows_written_total", "Rows written to the store", ["table"])
 STORE_ERRORS = Counter("driftline_store_errors_total", "Failed store writes (retried)")
+LATE_EVENTS = Counter("driftline_late_events_total", "Events that arrived after their window closed")
+REPLAYED_SKIPPED = Counter("driftline_replayed_events_skipped_total",
+                           "Replayed events skipped because their window state already holds them")
+ANOMALIES = Counter("driftline_anomalies_total", "Events failing at least one validation")

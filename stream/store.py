@@ -63,8 +63,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             model LowCardinality(String), event_time DateTime64(3, 'UTC'), event_id String,
             model_version String, segment String, anomaly_count UInt32, failed Array(String),
             event_values String, source_topic String, source_partition UInt32, source_offset UInt64,
-            config_version UInt64, inserted_at DateTime64(3, 'UTC')
-        ) ENGINE = ReplacingMergeTree ORDER BY (model, source_topic, source_partition, source_offset, event_id)""",
+            source_index UInt32, config_version UInt64, inserted_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (model, source_topic, source_partition, source_offset, source_index)""",
         """CREATE TABLE IF NOT EXISTS {db}.dead_letters (
             source_topic String, source_partition UInt32, source_offset UInt64, batch_index UInt32,
             reason LowCardinality(String), detail String, model String, received_at DateTime64(3, 'UTC')

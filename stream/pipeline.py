@@ -1,0 +1,275 @@
+"""The worker's batch step, independent of Faust so it can be tested on plain dicts.
+
+decode → per model: assign windows, evaluate validations, split segments → fold each group into
+its window state (skipping messages already folded in) → report what is due for flushing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import polars as pl
+
+from sketches import DatasetProfile
+from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
+from stream.config import ConfigSnapshot, ModelConfig
+from stream.validations import ANOMALY_COUNT_COLUMN, ValidationSet
+from stream.windows import WindowKey, WindowState, key_partition, watermark_key, window_bounds
+
+INTERNAL = ("__partition", "__offset", "__index", "__window_start", "__window_end")
+MINUTE = "minute"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows of one batch that fold into one window state."""
+
+    key: WindowKey
+    window_end: int
+    rows: pl.DataFrame
+    failures: dict[str, int]
+    failed_events: int
+
+
+@dataclass
+class Plan:
+    groups: list[Group] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    watermarks: dict[tuple[int, str], int] = field(default_factory=dict)
+    validation_errors: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Applied:
+    events: int = 0
+    skipped_replayed: int = 0
+    late: int = 0
+    # (partition, offset, index) of newly folded events that failed a validation
+    fresh_anomalies: set[tuple[int, int, int]] = field(default_factory=set)
+
+    def new_anomalies(self, plan: Plan) -> list[dict[str, Any]]:
+        """Anomaly records of events seen for the first time (a replay publishes nothing twice)."""
+        return [r for r in plan.anomalies
+                if (r["source_partition"], r["source_offset"], r["source_index"]) in self.fresh_anomalies]
+
+
+def _anomaly_records(model: ModelConfig, rows: pl.DataFrame, result: pl.DataFrame, names: list[str],
+                     config_version: int) -> list[dict[str, Any]]:
+    """One record per failing event (rare by construction; the per-row loop is over failures only)."""
+    flagged = pl.concat([rows, result], how="horizontal").filter(pl.col(ANOMALY_COUNT_COLUMN) > 0)
+    if flagged.height == 0:
+        return []
+    value_columns = [c for c in flagged.columns if c.startswith(("in.", "out.", "gt.", "tag."))]
+    records = []
+    keys = [k for k in model.segment_keys if k in flagged.columns] + [c for c in value_columns if c.startswith("tag.")]
+    for row in flagged.iter_rows(named=True):
+        records.append({
+            "model": model.name, "segment": segment_name({k: row[k] for k in sorted(keys) if row[k] is not None}),
+            "timestamp": row["timestamp"], "event_id": row["event_id"] or "",
+            "model_version": row["model_version"] or "", "anomaly.count": row[ANOMALY_COUNT_COLUMN],
+            **{f"anomaly.{n}": bool(row[f"anomaly.{n}"]) for n in names},
+            "failed": [n for n in names if row[f"anomaly.{n}"]],
+            "values": {c: row[c] for c in value_columns if row[c] is not None},
+            "source_partition": row["__partition"], "source_offset": row["__offset"],
+            "source_index": row["__index"], "config_version": config_version,
+        })
+    return records
+
+
+def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[tuple[int, str], int],
+               minute_buckets: bool = True) -> Plan:
+    """Group a decoded batch by (partition, model, window, segment); evaluate validations."""
+    plan = Plan()
+    if frame.height == 0:
+        return plan
+    for (model_name,), by_model in frame.partition_by("model", as_dict=True, maintain_order=True).items():
+        state = snapshot.models.get(str(model_name))
+        model = state.model if state else ModelConfig(name=str(model_name))
+        validations = state.validations if state else ValidationSet()
+        config_version = state.version if state else 0
+        names = list(validations)
+        result = validations.evaluate(by_model)
+        if result.errors:
+            plan.validation_errors[str(model_name)] = dict(result.errors)
+        anomaly = result.frame
+        plan.anomalies += _anomaly_records(model, by_model, anomaly, names, config_version)
+        with_flags = pl.concat([by_model, anomaly], how="horizontal")
+        for (partition,), rows in with_flags.partition_by("__partition", as_dict=True).items():
+            wm_key = (int(partition), str(model_name))
+            seen = rows.get_column("timestamp").max()
+            plan.watermarks[wm_key] = max(watermarks.get(wm_key, 0), int(seen))  # type: ignore[arg-type]
+            granularities: list[str] = [model.granularity]
+            if minute_buckets and model.granularity != MINUTE:
+                granularities.append(MINUTE)
+            for granularity in granularities:
+                start, end = window_bounds(pl.col("timestamp"), granularity)
+                windowed = rows.with_columns(start.alias("__window_start"), end.alias("__window_end"))
+                for (window_start,), in_window in windowed.partition_by("__window_start", as_dict=True).items():
+                    segments = {OVERALL_SEGMENT: in_window}
+                    if granularity == model.granularity:  # minute buckets serve lookback rules: overall only
+                        keys = model.segment_keys + [c for c in in_window.columns if c.startswith("tag.")]
+                        segments |= split_by_segments(in_window, keys, model.max_segments)
+                    for segment, group_rows in segments.items():
+                        counts = group_rows.select(
+                            *[pl.col(f"anomaly.{n}").sum().alias(n) for n in names],
+                            (pl.col(ANOMALY_COUNT_COLUMN) > 0).sum().alias("__any__")).row(0, named=True)
+                        plan.groups.append(Group(
+                            key=WindowKey(int(partition), str(model_name), granularity,
+                                          int(window_start), segment),
+                            window_end=int(in_window.get_column("__window_end")[0]),
+                            rows=group_rows,
+                            failures={n: int(counts[n] or 0) for n in names},
+                            failed_events=int(counts["__any__"] or 0),
+                        ))
+    return plan
+
+
+class WindowTable:
+    """Window states in a mapping (a Faust table in the worker, a dict in tests), with a cache of
+    decoded states so each batch does not re-parse what it wrote."""
+
+    def __init__(self, data: MutableMapping[str, bytes]) -> None:
+        self.data = data
+        self._cache: dict[str, tuple[bytes, WindowState]] = {}
+        self.dirty: set[str] = set()
+
+    def get(self, key: str) -> WindowState | None:
+        raw = self.data.get(key)
+        if raw is None:
+            self._cache.pop(key, None)
+            return None
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        state = WindowState.from_bytes(raw)
+        self._cache[key] = (raw, state)
+        return state
+
+    def put(self, key: str, state: WindowState) -> None:
+        raw = state.to_bytes()
+        self.data[key] = raw
+        self._cache[key] = (raw, state)
+        self.dirty.add(key)
+
+    def drop(self, key: str) -> None:
+        if key in self.data:
+            del self.data[key]
+        self._cache.pop(key, None)
+        self.dirty.discard(key)
+
+    def watermark(self, partition: int, model: str) -> int:
+        raw = self.data.get(watermark_key(partition, model))
+        return int(raw) if raw is not None else 0
+
+    def set_watermark(self, partition: int, model: str, value: int) -> None:
+        self.data[watermark_key(partition, model)] = str(value).encode()
+
+    def window_keys(self, partitions: Iterable[int] | None = None) -> list[str]:
+        wanted = None if partitions is None else set(partitions)
+        return [k for k in list(self.data) if "|~watermark|" not in k
+                and (wanted is None or key_partition(k) in wanted)]
+
+    def watermarks(self) -> dict[tuple[int, str], int]:
+        out = {}
+        for k in list(self.data):
+            if "|~watermark|" in k:
+                partition, _, model = k.split("|", 2)
+                out[(int(partition), model)] = int(self.data[k])
+        return out
+
+
+def new_profile(model: ModelConfig) -> DatasetProfile:
+    return DatasetProfile(list_elements=model.list_elements, max_workers=1)
+
+
+def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded: dict[str, WindowState],
+               now_wall: float | None = None) -> Applied:
+    """Fold every group into its window state. `loaded` holds states read back from the store for
+    keys the table did not have (flushed earlier); they are the base the new rows merge into."""
+    now = time.time() if now_wall is None else now_wall
+    applied = Applied()
+    for group in plan.groups:
+        key = group.key
+        text = key.encode()
+        model_state = snapshot.models.get(key.model)
+        model = model_state.model if model_state else ModelConfig(name=key.model)
+        state = table.get(text) or loaded.get(text)
+        if state is None:
+            state = WindowState(window_end=group.window_end, profile=new_profile(model))
+        # Offset fencing: whole messages at or below the state's max offset are already folded in.
+        rows = group.rows.filter(pl.col("__offset") > state.max_offset)
+        applied.skipped_replayed += group.rows.height - rows.height
+        if rows.height == 0:
+            continue
+        if rows.height != group.rows.height:  # partly replayed: recount failures for what is new
+            failures = {n: int(rows.get_column(f"anomaly.{n}").sum()) for n in group.failures
+                        if f"anomaly.{n}" in rows.columns}
+            failed = int((rows.get_column(ANOMALY_COUNT_COLUMN) > 0).sum())
+        else:
+            failures, failed = group.failures, group.failed_events
+        watermark = table.watermark(key.partition, key.model)
+        if state.window_end + model.lateness_ms <= watermark:
+            state.late_count += rows.height
+            applied.late += rows.height
+        state.profile.track(rows.drop([c for c in rows.columns if c in INTERNAL or c.startswith("anomaly.")]))
+        if failures or failed:
+            state.profile.add_validation_failures(failures, failed)
+        offsets = rows.get_column("__offset")
+        state.min_offset = int(offsets.min()) if state.min_offset < 0 else state.min_offset  # type: ignore[arg-type]
+        state.max_offset = int(offsets.max())  # type: ignore[arg-type]
+        versions = set(state.model_versions) | {v for v in rows.get_column("model_version").unique().to_list() if v}
+        state.model_versions = sorted(versions)[:100]
+        state.config_version = max(state.config_version, model_state.version if model_state else 0)
+        state.last_update_wall = now
+        table.put(text, state)
+        if key.segment == OVERALL_SEGMENT and key.granularity == model.granularity:
+            applied.events += rows.height
+            if failed:
+                applied.fresh_anomalies.update(
+                    rows.filter(pl.col(ANOMALY_COUNT_COLUMN) > 0).select("__partition", "__offset", "__index").rows())
+    for (partition, model_name), value in plan.watermarks.items():
+        if value > table.watermark(partition, model_name):
+            table.set_watermark(partition, model_name, value)
+    return applied
+
+
+@dataclass(frozen=True)
+class Due:
+    key: WindowKey
+    state: WindowState
+    close: bool  # True: flush and drop from memory; False: flush a snapshot of an open window
+
+
+def due_windows(table: WindowTable, snapshot: ConfigSnapshot, now_wall: float, flush_open_every: float,
+                last_open_flush: float, partitions: Iterable[int] | None = None) -> list[Due]:
+    """Windows to write now: closed ones (watermark past end + lateness, or idle), and — every
+    `flush_open_every` seconds — dirty open ones so queries see fresh data."""
+    out = []
+    flush_open = now_wall - last_open_flush >= flush_open_every
+    for text in table.window_keys(partitions):
+        state = table.get(text)
+        if state is None:
+            continue
+        key = WindowKey.decode(text)
+        model_state = snapshot.models.get(key.model)
+        model = model_state.model if model_state else ModelConfig(name=key.model)
+        closed = state.window_end + model.lateness_ms <= table.watermark(key.partition, key.model)
+        idle = now_wall - state.last_update_wall >= model.idle_timeout_seconds
+        if closed or idle:
+            out.append(Due(key, state, close=True))
+        elif flush_open and text in table.dirty:
+            out.append(Due(key, state, close=False))
+    return out
+
+
+def anomaly_message(record: dict[str, Any]) -> bytes:
+    """The JSON record published on the anomalies topic (SPEC §5)."""
+    return orjson.dumps({k: v for k, v in record.items() if k not in ("failed", "config_version", "source_index")},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+__all__ = ["Due", "Plan", "WindowTable", "apply_plan", "due_windows", "plan_batch"]

@@ -1,0 +1,290 @@
+"""Read-side SQL of the API: profiles per window, anomalies / validation failures, counts over time.
+
+Every statement is parametrized (`{name:Type}`); the only text spliced into SQL is table names
+(from `Store.table`) and choices from fixed allowlists in this module. Times are passed as epoch
+milliseconds and converted in SQL, so there is no time-zone ambiguity.
+
+Profiles are stored one row per (window, segment, source partition); a window's profile is the
+merge of its partition rows. Reading a window whose data sits in one partition row uses the stored
+`summary` (no sketch decoding); windows with several rows, and roll-ups over a range, merge the
+sketches. Roll-ups merge per UTC day first and keep those day profiles in a small in-process cache
+keyed by the day's row fingerprint (count and sum of row versions), so repeated range queries
+only decode the days whose data changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from sketches import DatasetProfile
+from stream.store import Store
+
+DAY_MS = 86_400_000
+INTERVALS: dict[str, str] = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _arrow_ms(value: Any) -> int:
+    """Arrow timestamp scalar value (datetime) → epoch ms."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# profiles
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowProfile:
+    """One window of one segment: its row count and either a summary or a merged profile."""
+
+    segment: str
+    window_start_ms: int
+    row_count: int
+    summary: dict[str, Any] | None = None
+    profile: DatasetProfile | None = None
+
+    def column_summaries(self, columns: Sequence[str] | None = None) -> dict[str, Any]:
+        if self.summary is None:
+            assert self.profile is not None
+            cols = self.profile.columns
+            names = sorted(cols) if columns is None else [c for c in columns if c in cols]
+            return {n: cols[n].summary() for n in names}
+        all_cols: dict[str, Any] = self.summary.get("columns", {})
+        if columns is None:
+            return all_cols
+        return {c: all_cols[c] for c in columns if c in all_cols}
+
+
+def _profile_where(segment: str | None) -> str:
+    where = ("model = {model:String} AND granularity = {granularity:String} "
+             "AND window_start >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
+             "AND window_start < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
+    if segment is not None:
+        where += " AND segment = {segment:String}"
+    return where
+
+
+def _params(model: str, granularity: str, start_ms: int, end_ms: int, segment: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model, "granularity": granularity, "start": start_ms, "end": end_ms}
+    if segment is not None:
+        params["segment"] = segment
+    return params
+
+
+def profile_windows(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
+                    segment: str | None) -> list[WindowProfile]:
+    """Windows in [start, end) of `segment` (None = every segment), partition rows merged.
+
+    A window held in a single partition row is answered from its stored summary."""
+    sql = (
+        "SELECT segment, toUnixTimestamp64Milli(window_start) AS ws, row_count, summary, "
+        "if(count() OVER (PARTITION BY segment, window_start) > 1, profile, '') AS profile "
+        f"FROM {store.table('profiles')} FINAL WHERE {_profile_where(segment)} "
+        "ORDER BY segment, window_start, source_topic, source_partition"
+    )
+    table = store.query_arrow(sql, _params(model, granularity, start_ms, end_ms, segment))
+    out: list[WindowProfile] = []
+    if table.num_rows == 0:
+        return out
+    segments = table.column("segment").to_pylist()
+    starts = table.column("ws").to_pylist()
+    counts = table.column("row_count").to_pylist()
+    summaries = table.column("summary").cast(pa.binary()).to_pylist()
+    profiles = table.column("profile").cast(pa.binary()).to_pylist()
+    i, n = 0, table.num_rows
+    while i < n:
+        j = i + 1
+        while j < n and segments[j] == segments[i] and starts[j] == starts[i]:
+            j += 1
+        ws = _arrow_ms(starts[i])
+        if j - i == 1:
+            out.append(WindowProfile(segments[i], ws, int(counts[i]), summary=orjson.loads(summaries[i])))
+        else:
+            merged = merge_blobs(profiles[i:j])
+            out.append(WindowProfile(segments[i], ws, merged.row_count, profile=merged))
+        i = j
+    return out
+
+
+def merge_blobs(blobs: Iterable[bytes]) -> DatasetProfile:
+    return DatasetProfile.merge_all(DatasetProfile.from_bytes(b) for b in blobs)
+
+
+@dataclass
+class _DayCache:
+    capacity: int = 4096
+    items: OrderedDict[tuple[Any, ...], DatasetProfile] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[Any, ...]) -> DatasetProfile | None:
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[Any, ...], value: DatasetProfile) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+
+
+_day_cache = _DayCache()
+
+
+def _day_key(store: Store, model: str, granularity: str, segment: str, day: int, start_ms: int, end_ms: int,
+             n: int, version_sum: int) -> tuple[Any, ...]:
+    """Cache key of one (segment, day): the part of the day inside the range and its row fingerprint."""
+    lo, hi = max(start_ms, day * DAY_MS), min(end_ms, (day + 1) * DAY_MS)
+    return (id(store), store.database, model, granularity, segment, day, lo, hi, n, version_sum)
+
+
+def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
+           segment: str | None) -> dict[str, tuple[int, DatasetProfile]]:
+    """Merge every window of [start, end) per segment: segment → (row_count, profile).
+
+    Works per UTC day: one cheap query fingerprints each (segment, day); days already merged with
+    the same fingerprint come from the cache, the rest are fetched and merged in one query."""
+    where = _profile_where(segment)
+    params = _params(model, granularity, start_ms, end_ms, segment)
+    table = store.query_arrow(
+        "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, "
+        "count() AS n, sum(version) AS v, sum(row_count) AS rows "
+        f"FROM {store.table('profiles')} FINAL WHERE {where} GROUP BY segment, day ORDER BY segment, day",
+        params)
+    days: list[tuple[str, int, int, int, int]] = list(zip(
+        table.column("segment").to_pylist(), table.column("day").to_pylist(), table.column("n").to_pylist(),
+        table.column("v").to_pylist(), table.column("rows").to_pylist(), strict=True))
+    merged: dict[tuple[str, int], DatasetProfile] = {}
+    missing: list[tuple[str, int]] = []
+    for seg, day, n, v, _rows in days:
+        key = _day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v)
+        cached = _day_cache.get(key)
+        if cached is not None:
+            merged[(seg, day)] = cached
+        else:
+            missing.append((seg, day))
+    if missing:
+        fetched = store.query_arrow(
+            "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, profile "
+            f"FROM {store.table('profiles')} FINAL WHERE {where} "
+            "AND has({days:Array(Tuple(String, Int64))}, (segment, day)) "
+            "ORDER BY segment, day, window_start, source_topic, source_partition",
+            {**params, "days": missing})
+        groups: dict[tuple[str, int], list[bytes]] = {}
+        for seg, day, blob in zip(fetched.column("segment").to_pylist(), fetched.column("day").to_pylist(),
+                                  fetched.column("profile").cast(pa.binary()).to_pylist(), strict=True):
+            groups.setdefault((seg, int(day)), []).append(blob)
+        fingerprints = {(seg, day): (n, v) for seg, day, n, v, _ in days}
+        for (seg, day), blobs in groups.items():
+            profile = merge_blobs(blobs)
+            merged[(seg, day)] = profile
+            n, v = fingerprints[(seg, day)]
+            _day_cache.put(_day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v), profile)
+    result: dict[str, tuple[int, DatasetProfile]] = {}
+    per_segment: dict[str, list[DatasetProfile]] = {}
+    for seg, day, *_ in days:
+        if (seg, day) in merged:
+            per_segment.setdefault(seg, []).append(merged[(seg, day)])
+    for seg, profiles in per_segment.items():
+        total = DatasetProfile.merge_all(profiles)
+        result[seg] = (total.row_count, total)
+    return result
+
+
+def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: int) -> list[str]:
+    rows = store.query_rows(
+        f"SELECT DISTINCT segment FROM {store.table('profiles')} WHERE {_profile_where(None)} ORDER BY segment",
+        _params(model, granularity, start_ms, end_ms, None))
+    return [r[0] for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------
+# anomalies and validation failures
+# ------------------------------------------------------------------------------------------------
+
+
+def _anomaly_where(model: str, start_ms: int | None, end_ms: int | None, segment: str | None,
+                   validation: str | None) -> tuple[str, dict[str, Any]]:
+    where = ["model = {model:String}"]
+    params: dict[str, Any] = {"model": model}
+    if start_ms is not None:
+        where.append("event_time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')")
+        params["start"] = start_ms
+    if end_ms is not None:
+        where.append("event_time < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
+        params["end"] = end_ms
+    if segment is not None:
+        where.append("segment = {segment:String}")
+        params["segment"] = segment
+    if validation is not None:
+        where.append("has(failed, {validation:String})")
+        params["validation"] = validation
+    return " AND ".join(where), params
+
+
+ANOMALY_COLUMNS = ("event_time", "event_id", "model_version", "segment", "anomaly_count", "failed",
+                   "event_values", "source_topic", "source_partition", "source_offset", "config_version")
+
+
+def list_anomalies(store: Store, model: str, *, start_ms: int | None = None, end_ms: int | None = None,
+                   segment: str | None = None, validation: str | None = None, limit: int = 100,
+                   offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page of anomaly_log rows, newest first)."""
+    where, params = _anomaly_where(model, start_ms, end_ms, segment, validation)
+    table = store.table("anomaly_log")
+    total = int(store.query_rows(f"SELECT count() FROM {table} FINAL WHERE {where}", params)[0][0])
+    rows = store.query_dicts(
+        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
+        f"FROM {table} FINAL WHERE {where} "
+        "ORDER BY event_time DESC, source_topic, source_partition, source_offset, event_id "
+        "LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
+        {**params, "limit": limit, "offset": offset})
+    return total, rows
+
+
+def get_anomaly(store: Store, model: str, source_topic: str, partition: int, offset: int,
+                event_id: str) -> dict[str, Any] | None:
+    rows = store.query_dicts(
+        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
+        f"FROM {store.table('anomaly_log')} FINAL WHERE model = {{model:String}} "
+        "AND source_topic = {topic:String} AND source_partition = {partition:UInt32} "
+        "AND source_offset = {offset:UInt64} AND event_id = {event_id:String} LIMIT 1",
+        {"model": model, "topic": source_topic, "partition": partition, "offset": offset, "event_id": event_id})
+    return rows[0] if rows else None
+
+
+def validation_counts(store: Store, model: str, interval: str, *, start_ms: int | None = None,
+                      end_ms: int | None = None, segment: str | None = None,
+                      validation: str | None = None) -> list[tuple[int, str, int]]:
+    """(interval start ms, validation name, failing events) per interval and validation."""
+    bucket = INTERVALS[interval]  # allowlisted function name
+    where, params = _anomaly_where(model, start_ms, end_ms, segment, None)
+    having = ""
+    if validation is not None:
+        having = " HAVING validation = {validation:String}"
+        params["validation"] = validation
+    rows = store.query_rows(
+        f"SELECT toUnixTimestamp64Milli(toDateTime64({bucket}(event_time), 3, 'UTC')) AS t, "
+        "arrayJoin(failed) AS validation, count() AS n "
+        f"FROM {store.table('anomaly_log')} FINAL WHERE {where} GROUP BY t, validation{having} "
+        "ORDER BY t, validation", params)
+    return [(int(t), str(v), int(n)) for t, v, n in rows]

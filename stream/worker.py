@@ -1,0 +1,167 @@
+"""The worker's stateful step: config refresh, batch processing, flushing, dead letters.
+
+`StreamWorker` owns no Kafka or Faust objects of its own: the Faust app (stream/app.py) hands it
+raw messages and a table, and gives it functions to publish side outputs. That keeps the data flow
+readable here and the framework wiring there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TypeVar
+
+from stream import metrics
+from stream.config import ConfigRepository, ConfigSnapshot, ModelConfig
+from stream.decode import RawMessage, Rejection, decode_messages
+from stream.pipeline import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
+from stream.settings import Settings
+from stream.sink import Sink
+from stream.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]]
+
+
+class StreamWorker:
+    def __init__(self, settings: Settings, store: Store, table: MutableMapping[str, bytes], publish: Publish,
+                 flush_open_every: float = 5.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.config = ConfigRepository(store)
+        self.sink = Sink(store, settings.topic("events"))
+        self.windows = WindowTable(table)
+        self.publish = publish
+        self.snapshot = ConfigSnapshot()
+        self.flush_open_every = flush_open_every
+        self._last_open_flush = 0.0
+        self._lock = asyncio.Lock()
+
+    # -- configuration -------------------------------------------------------------------------
+    async def refresh_config(self) -> bool:
+        """Swap in the stored configuration when its version moved; True when it changed."""
+        try:
+            version = await asyncio.to_thread(self.config.current_version)
+            if version == self.snapshot.version and self.snapshot.version:
+                return False
+            self.snapshot = await asyncio.to_thread(self.config.snapshot)
+            return True
+        except StoreError as exc:
+            log.warning("config refresh failed (keeping the previous config): %s", exc)
+            return False
+
+    async def _admit_unknown_models(self, names: Iterable[str]) -> set[str]:
+        """Register unknown models with defaults, or return them to be dead-lettered."""
+        unknown = {n for n in names if n not in self.snapshot.models}
+        if not unknown:
+            return set()
+        if self.settings.unknown_models == "dlq":
+            await self.refresh_config()
+            return {n for n in unknown if n not in self.snapshot.models}
+        for name in sorted(unknown):
+            await asyncio.to_thread(self.config.put_model, ModelConfig(name=name))
+        await self.refresh_config()
+        return set()
+
+    # -- the batch step ------------------------------------------------------------------------
+    async def process(self, messages: list[RawMessage]) -> None:
+        """decode → dead-letter the bad → profile the good into window states → publish anomalies."""
+        metrics.EVENTS_CONSUMED.inc(len(messages))
+        async with self._lock:
+            if not self.snapshot.version:
+                await self.refresh_config()
+            decoded = decode_messages(messages)
+            frame, rejections = decoded.frame, list(decoded.rejections)
+            if frame.height:
+                rejected_models = await self._admit_unknown_models(frame.get_column("model").unique().to_list())
+                if rejected_models:
+                    unknown = frame.filter(frame.get_column("model").is_in(sorted(rejected_models)))
+                    by_message = {(m.partition, m.offset): m for m in messages}
+                    for part, off, idx, model in unknown.select("__partition", "__offset", "__index", "model").rows():
+                        rejections.append(Rejection(by_message[(part, off)], "unknown-model",
+                                                    f"model {model!r} is not registered", idx, model))
+                    frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
+            await self._dead_letter(rejections)
+            plan = plan_batch(frame, self.snapshot, self.windows.watermarks())
+            missing = {g.key for g in plan.groups if self.windows.get(g.key.encode()) is None}
+            loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}
+            applied = apply_plan(self.windows, plan, self.snapshot, loaded)
+            for model, count in frame.get_column("model").value_counts().rows() if frame.height else []:
+                metrics.EVENTS_DECODED.labels(model=model).inc(count)
+            metrics.LATE_EVENTS.inc(applied.late)
+            metrics.REPLAYED_SKIPPED.inc(applied.skipped_replayed)
+            anomalies = applied.new_anomalies(plan)
+            if anomalies:
+                await self._retry(lambda: self.sink.write_anomalies(anomalies))
+                for record in anomalies:
+                    await self.publish(self.settings.topic("anomalies"), record["model"].encode(),
+                                       anomaly_message(record), {})
+                metrics.ANOMALIES.inc(len(anomalies))
+
+    async def _dead_letter(self, rejections: list[Rejection]) -> None:
+        if not rejections:
+            return
+        for r in rejections:
+            metrics.EVENTS_REJECTED.labels(reason=r.reason).inc()
+            headers = {"error": f"{r.reason}: {r.detail}"[:1000].encode(),
+                       "source-topic": self.sink.source_topic.encode(),
+                       "source-partition": str(r.message.partition).encode(),
+                       "source-offset": str(r.message.offset).encode(), "batch-index": str(r.index).encode()}
+            value = r.message.value if r.index == 0 else _line(r.message.value, r.index)
+            await self.publish(self.settings.topic("dlq"), None, value, headers)
+        await self._retry(lambda: self.sink.write_dead_letters(rejections))
+
+    async def _retry(self, call: Callable[[], T], attempts: int | None = None) -> T:
+        """Store calls on the critical path retry with backoff until the store is back: the batch
+        (and so the offset commit) waits, nothing is dropped."""
+        delay, attempt = 0.2, 0
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except StoreError as exc:
+                attempt += 1
+                metrics.STORE_ERRORS.inc()
+                if attempts is not None and attempt >= attempts:
+                    raise
+                log.warning("store unavailable (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- flushing ------------------------------------------------------------------------------
+    async def flush(self, partitions: Iterable[int] | None = None, now: float | None = None) -> int:
+        """Write due windows; drop closed ones from memory only after the store has them."""
+        async with self._lock:
+            now = time.time() if now is None else now
+            due = due_windows(self.windows, self.snapshot, now, self.flush_open_every, self._last_open_flush,
+                              partitions)
+            if any(not d.close for d in due) or now - self._last_open_flush >= self.flush_open_every:
+                self._last_open_flush = now
+            if not due:
+                metrics.OPEN_WINDOWS.set(len(self.windows.window_keys(partitions)))
+                return 0
+            started = time.perf_counter()
+            try:
+                written = await asyncio.to_thread(self.sink.write_windows, due)
+            except StoreError as exc:
+                metrics.STORE_ERRORS.inc()
+                log.warning("flush failed, windows stay in memory and are retried: %s", exc)
+                return 0
+            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            metrics.ROWS_WRITTEN.labels(table="profiles").inc(written)
+            for item in due:
+                text = item.key.encode()
+                if item.close:
+                    self.windows.drop(text)
+                else:
+                    self.windows.dirty.discard(text)
+            metrics.OPEN_WINDOWS.set(len(self.windows.window_keys(partitions)))
+            return written
+
+
+def _line(value: bytes, index: int) -> bytes:
+    """The `index`-th non-empty line of an NDJSON batch (what a rejected line looked like)."""
+    lines = [line for line in value.split(b"\n") if line.strip()]
+    return lines[index] if index < len(lines) else value
