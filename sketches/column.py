@@ -1,0 +1,383 @@
+"""Per-column profile: counts, types, moments and mergeable sketches.
+
+A :class:`ColumnProfile` is the mutable, trackable state for one column; :meth:`ColumnProfile.summary`
+returns an immutable dict of plain Python numbers (the whylogs "profile view" idea).
+
+What is tracked, by column dtype (one vectorized pass per batch, no per-value Python loop):
+
+* numeric (ints, floats, decimals): NaN / inf counted and excluded; finite values feed the moments,
+  min/max and the KLL sketch with one array update; the batch's *unique* finite values (as floats)
+  feed the HLL sketch.  Integral columns additionally feed frequent items with their value counts
+  rendered as strings (``"42"``), like whylogs does for integral columns; fractional columns do not.
+* bool: counted as ``bool``; ``"True"`` / ``"False"`` feed HLL and frequent items.
+* string / large_string / string_view / categorical / enum: HLL over unique values, frequent items
+  from value counts of the value truncated to 128 characters.
+* list / fixed-size list: counted as ``other``; the list *length* feeds moments, min/max and KLL.
+  (Element-wise profiling is done by :class:`~sketches.DatasetProfile` as a ``<col>[]`` column.)
+* anything else (temporal, binary, struct, null): counts only (``other`` type).
+
+>>> import polars as pl
+>>> c = ColumnProfile()
+>>> c.track(pl.Series([1, 2, None, 4]))
+>>> s = c.summary()
+>>> s["count"], s["null_count"], s["mean"], s["min"], s["max"], s["inferred_type"]
+(4, 1, 2.3333333333333335, 1.0, 4.0, 'integral')
+>>> c.merge(c).summary()["count"]
+8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+
+from sketches.errors import ProfileFormatError
+from sketches.moments import Moments
+from sketches.serialization import COLUMN_MAGIC, decode_sketch, field, pack, unpack
+
+__all__ = ["QUANTILES", "TYPES", "ColumnProfile"]
+
+TYPES: tuple[str, ...] = ("integral", "fractional", "bool", "string", "other")
+QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+MAX_STRING_LEN = 128
+HISTOGRAM_BINS = 30
+FI_BATCH_LIMIT = 1024
+_FI_ERR = ds.frequent_items_error_type.NO_FALSE_NEGATIVES
+_HLL_TYPE = ds.tgt_hll_type.HLL_4
+
+
+def _to_series(values: pl.Series | pa.Array | pa.ChunkedArray | Sequence[Any]) -> pl.Series:
+    if isinstance(values, pl.Series):
+        return values
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        out = pl.from_arrow(values)
+        assert isinstance(out, pl.Series)
+        return out
+    return pl.Series(values=list(values), strict=False)
+
+
+class ColumnProfile:
+    """Mergeable profile of one column (the whylogs metric set).
+
+    Parameters are the sketch sizes: ``kll_k`` (KLL accuracy, default 200, ~1.3% rank error),
+    ``hll_lg_k`` (HLL log2 registers, default 12) and ``fi_lg_max_k`` (frequent items map size,
+    default 7 → 128 counters).
+    """
+
+    def __init__(self, kll_k: int = 200, hll_lg_k: int = 12, fi_lg_max_k: int = 7) -> None:
+        self.kll_k = kll_k
+        self.hll_lg_k = hll_lg_k
+        self.fi_lg_max_k = fi_lg_max_k
+        self.count = 0
+        self.null_count = 0
+        self.nan_count = 0
+        self.inf_count = 0
+        self.type_counts: dict[str, int] = dict.fromkeys(TYPES, 0)
+        self.moments = Moments()
+        self.min: float | None = None
+        self.max: float | None = None
+        self.kll = ds.kll_doubles_sketch(kll_k)
+        self.hll = ds.hll_sketch(hll_lg_k, _HLL_TYPE)
+        self.fi = ds.frequent_strings_sketch(fi_lg_max_k)
+        self.fi_dropped = 0
+
+    # ------------------------------------------------------------------ tracking
+    def track(self, values: pl.Series | pa.Array | pa.ChunkedArray | Sequence[Any]) -> None:
+        """Add a batch of values (polars Series, arrow array or Python sequence)."""
+        s = _to_series(values)
+        dtype = s.dtype
+        n = s.len()
+        if n == 0:
+            return
+        nulls = s.null_count()
+        nonnull = n - nulls
+        self.count += n
+        self.null_count += nulls
+        if dtype == pl.Null or nonnull == 0:
+            return
+        if dtype.is_numeric():
+            self._track_numeric_series(s, nulls, nonnull)
+        elif dtype == pl.Boolean:
+            self.type_counts["bool"] += nonnull
+            self._track_discrete(s.drop_nulls().cast(pl.String).str.to_titlecase())
+        elif dtype in (pl.String, pl.Categorical, pl.Enum) or isinstance(dtype, pl.Categorical | pl.Enum):
+            self.type_counts["string"] += nonnull
+            self._track_discrete(s.drop_nulls().cast(pl.String))
+        elif isinstance(dtype, pl.List | pl.Array):
+            self.type_counts["other"] += nonnull
+            lengths = s.drop_nulls()
+            lengths = lengths.arr.len() if isinstance(dtype, pl.Array) else lengths.list.len()
+            self._track_finite(lengths.cast(pl.Float64).to_numpy().copy())
+        else:
+            self.type_counts["other"] += nonnull
+
+    update = track
+
+    def _track_numeric_series(self, s: pl.Series, nulls: int, nonnull: int) -> None:
+        if s.dtype.is_integer():
+            self.type_counts["integral"] += nonnull
+            ints = (s.drop_nulls() if nulls else s).to_numpy()
+            uniq, counts = np.unique(ints, return_counts=True)
+            self._track_finite(ints.astype(np.float64))
+            list(map(self.hll.update, uniq.astype(np.float64).tolist()))
+            self._feed_fi(uniq, counts)
+            return
+        self.type_counts["fractional"] += nonnull
+        arr = s.cast(pl.Float64).to_numpy()
+        isnan = np.isnan(arr)
+        isinf = np.isinf(arr)
+        self.nan_count += int(isnan.sum()) - nulls
+        self.inf_count += int(isinf.sum())
+        finite = arr[~(isnan | isinf)]
+        self._track_finite(finite)
+        if finite.size:
+            list(map(self.hll.update, np.unique(finite).tolist()))
+
+    def _track_finite(self, finite: npt.NDArray[np.float64]) -> None:
+        if finite.size == 0:
+            return
+        self.moments = self.moments.merge(Moments.from_array(finite))
+        lo, hi = float(finite.min()), float(finite.max())
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        self.kll.update(finite)
+
+    def _track_discrete(self, s: pl.Series) -> None:
+        list(map(self.hll.update, s.unique().to_list()))
+        vc = s.str.slice(0, MAX_STRING_LEN).value_counts(name="n")
+        self._feed_fi(vc[:, 0], vc["n"])
+
+    def _feed_fi(self, values: npt.NDArray[Any] | pl.Series, counts: npt.NDArray[Any] | pl.Series) -> None:
+        """Feed value counts to frequent items: only the batch's ``FI_BATCH_LIMIT`` most common values.
+
+        Values outside the batch top list each have a batch frequency below 1/FI_BATCH_LIMIT (far
+        below the sketch's own error threshold, ~3.5/2^lg_max_k); their weight is kept in
+        ``fi_dropped`` so ``p_i = estimate / n`` still uses the full n.
+        """
+        vals = np.asarray(values)
+        cnts = np.asarray(counts, dtype=np.int64)
+        if cnts.size > FI_BATCH_LIMIT:
+            keep = np.argpartition(-cnts, FI_BATCH_LIMIT - 1)[:FI_BATCH_LIMIT]
+            self.fi_dropped += int(cnts.sum()) - int(cnts[keep].sum())
+            vals, cnts = vals[keep], cnts[keep]
+        list(map(self.fi.update, map(str, vals.tolist()), cnts.tolist()))
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: ColumnProfile) -> ColumnProfile:
+        """Return a new profile combining ``self`` and ``other`` (operands unchanged)."""
+        out = ColumnProfile(self.kll_k, self.hll_lg_k, self.fi_lg_max_k)
+        out.count = self.count + other.count
+        out.null_count = self.null_count + other.null_count
+        out.nan_count = self.nan_count + other.nan_count
+        out.inf_count = self.inf_count + other.inf_count
+        out.type_counts = {t: self.type_counts[t] + other.type_counts[t] for t in TYPES}
+        out.moments = self.moments.merge(other.moments)
+        mins = [v for v in (self.min, other.min) if v is not None]
+        maxs = [v for v in (self.max, other.max) if v is not None]
+        out.min = min(mins) if mins else None
+        out.max = max(maxs) if maxs else None
+        out.kll.merge(self.kll)
+        out.kll.merge(other.kll)
+        union = ds.hll_union(max(self.hll_lg_k, other.hll_lg_k))
+        union.update(self.hll)
+        union.update(other.hll)
+        out.hll = union.get_result(_HLL_TYPE)
+        out.fi.merge(self.fi)
+        out.fi.merge(other.fi)
+        out.fi_dropped = self.fi_dropped + other.fi_dropped
+        return out
+
+    # ------------------------------------------------------------------ getters
+    @property
+    def mean(self) -> float | None:
+        """Mean of finite numeric values (list lengths for list columns)."""
+        return self.moments.mean if self.moments.count else None
+
+    @property
+    def variance(self) -> float | None:
+        """Sample variance (ddof=1) of finite numeric values."""
+        return self.moments.variance
+
+    @property
+    def stddev(self) -> float | None:
+        """Sample standard deviation (ddof=1)."""
+        return self.moments.stddev
+
+    @property
+    def inferred_type(self) -> str:
+        """Dominant type: ``integral``, ``fractional``, ``bool``, ``string``, ``null`` or ``unknown``.
+
+        Integral and fractional counts are pooled as "numeric" (fractional wins if any value was
+        fractional), so a column that arrives as ints in one batch and floats in another is numeric.
+        """
+        tc = self.type_counts
+        if sum(tc.values()) == 0:
+            return "null"
+        numeric = tc["integral"] + tc["fractional"]
+        best = max(numeric, tc["bool"], tc["string"], tc["other"])
+        if numeric == best:
+            return "fractional" if tc["fractional"] else "integral"
+        if tc["string"] == best:
+            return "string"
+        if tc["bool"] == best:
+            return "bool"
+        return "unknown"
+
+    @property
+    def is_discrete(self) -> bool:
+        """True for string/bool columns (drift uses frequent items), False for numeric (KLL bins)."""
+        t = self.inferred_type
+        if t in ("string", "bool"):
+            return True
+        if t in ("integral", "fractional"):
+            return False
+        return self.kll.is_empty() and not self.fi.is_empty()
+
+    @property
+    def unique_est(self) -> float:
+        """HLL estimate of the number of distinct non-null values."""
+        return 0.0 if self.hll.is_empty() else float(self.hll.get_estimate())
+
+    def unique_bounds(self, num_std_dev: int = 1) -> tuple[float, float]:
+        """HLL (lower, upper) bounds at ``num_std_dev`` (1, 2 or 3) standard deviations."""
+        if self.hll.is_empty():
+            return (0.0, 0.0)
+        return (float(self.hll.get_lower_bound(num_std_dev)), float(self.hll.get_upper_bound(num_std_dev)))
+
+    @property
+    def fi_total(self) -> int:
+        """Total weight seen by frequent items, including weight of values not fed (see ``fi_dropped``)."""
+        return int(self.fi.total_weight) + self.fi_dropped
+
+    def frequent_items(self, top_k: int | None = 10) -> list[tuple[str, int]]:
+        """Most frequent items ``(value, estimate)``, highest first (no false negatives)."""
+        rows = sorted(self.fi.get_frequent_items(_FI_ERR), key=lambda r: (-r[1], r[0]))
+        if top_k is not None:
+            rows = rows[:top_k]
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def quantiles(self, ranks: Sequence[float] = QUANTILES) -> dict[str, float] | None:
+        """KLL quantile estimates keyed by ``str(rank)``; ``None`` when no numeric data."""
+        if self.kll.is_empty():
+            return None
+        return {str(q): float(v) for q, v in zip(ranks, self.kll.get_quantiles(list(ranks)), strict=True)}
+
+    def histogram(self, bins: int = HISTOGRAM_BINS) -> dict[str, list[float]]:
+        """Equal-width histogram over [min, max] from the KLL PMF (counts are estimates)."""
+        if self.kll.is_empty() or self.min is None or self.max is None:
+            return {"bins": [], "counts": []}
+        n = float(self.kll.n)
+        if self.min == self.max:
+            return {"bins": [self.min, self.max], "counts": [n]}
+        edges = np.linspace(self.min, self.max, bins + 1)
+        if np.any(np.diff(edges) <= 0):  # range too narrow to split into distinct floats
+            return {"bins": [self.min, self.max], "counts": [n]}
+        pmf = self.kll.get_pmf(edges[1:-1].tolist())
+        return {"bins": edges.tolist(), "counts": [p * n for p in pmf]}
+
+    def get_pmf(self, split_points: Sequence[float]) -> list[float]:
+        """KLL PMF over ``split_points`` (len+1 masses); empty list when no numeric data."""
+        return [] if self.kll.is_empty() else list(self.kll.get_pmf(list(split_points)))
+
+    def get_cdf(self, split_points: Sequence[float]) -> list[float]:
+        """KLL CDF at ``split_points`` (len+1 values, last is 1); empty list when no numeric data."""
+        return [] if self.kll.is_empty() else list(self.kll.get_cdf(list(split_points)))
+
+    def summary(self, top_k: int = 10) -> dict[str, Any]:
+        """Plain-number summary (immutable view) of the profile."""
+        lo, hi = self.unique_bounds(1)
+        q = self.quantiles()
+        return {
+            "count": self.count,
+            "null_count": self.null_count,
+            "nan_count": self.nan_count,
+            "inf_count": self.inf_count,
+            "null_ratio": (self.null_count / self.count) if self.count else 0.0,
+            "types": dict(self.type_counts),
+            **{f"type_{t}": c for t, c in self.type_counts.items()},
+            "mean": self.mean,
+            "stddev": self.stddev,
+            "variance": self.variance,
+            "min": self.min,
+            "max": self.max,
+            "median": None if q is None else q["0.5"],
+            "quantiles": q,
+            "unique_est": self.unique_est,
+            "unique_lower": lo,
+            "unique_upper": hi,
+            "unique_ratio": (self.unique_est / (self.count - self.null_count)) if self.count > self.null_count else 0.0,
+            "frequent_items": self.frequent_items(top_k),
+            "inferred_type": self.inferred_type,
+            "histogram": self.histogram(),
+        }
+
+    # ------------------------------------------------------------------ serialization
+    def _header(self) -> dict[str, Any]:
+        return {
+            "kll_k": self.kll_k,
+            "hll_lg_k": self.hll_lg_k,
+            "fi_lg_max_k": self.fi_lg_max_k,
+            "count": self.count,
+            "null_count": self.null_count,
+            "nan_count": self.nan_count,
+            "inf_count": self.inf_count,
+            "types": [self.type_counts[t] for t in TYPES],
+            "moments": [self.moments.count, self.moments.mean, self.moments.m2],
+            "min": self.min,
+            "max": self.max,
+            "fi_dropped": self.fi_dropped,
+        }
+
+    def _blobs(self) -> list[bytes]:
+        return [self.kll.serialize(), self.hll.serialize_compact(), self.fi.serialize()]
+
+    @classmethod
+    def _from_parts(cls, h: dict[str, Any], blobs: Sequence[bytes], what: str = "column profile") -> ColumnProfile:
+        if len(blobs) != 3:
+            raise ProfileFormatError(f"corrupt {what}: expected 3 sketch blobs, got {len(blobs)}")
+        c = cls(field(h, "kll_k", int, what), field(h, "hll_lg_k", int, what), field(h, "fi_lg_max_k", int, what))
+        for k in ("count", "null_count", "nan_count", "inf_count", "fi_dropped"):
+            v = field(h, k, int, what)
+            if v < 0:
+                raise ProfileFormatError(f"corrupt {what}: negative {k}")
+            setattr(c, k, v)
+        types = field(h, "types", list, what)
+        if len(types) != len(TYPES) or not all(isinstance(t, int) and not isinstance(t, bool) for t in types):
+            raise ProfileFormatError(f"corrupt {what}: bad type counts")
+        c.type_counts = dict(zip(TYPES, types, strict=True))
+        mom = field(h, "moments", list, what)
+        if (
+            len(mom) != 3
+            or not isinstance(mom[0], int)
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in mom[1:])
+        ):
+            raise ProfileFormatError(f"corrupt {what}: bad moments")
+        c.moments = Moments(mom[0], float(mom[1]), float(mom[2]))
+        for k in ("min", "max"):
+            v = h.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ProfileFormatError(f"corrupt {what}: bad {k}")
+            setattr(c, k, None if v is None else float(v))
+        c.kll = decode_sketch(ds.kll_doubles_sketch.deserialize, blobs[0], "KLL")
+        c.hll = decode_sketch(ds.hll_sketch.deserialize, blobs[1], "HLL")
+        c.fi = decode_sketch(ds.frequent_strings_sketch.deserialize, blobs[2], "frequent items")
+        return c
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the versioned binary format (magic ``DLPC``)."""
+        return pack(COLUMN_MAGIC, self._header(), self._blobs())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ColumnProfile:
+        """Inverse of :meth:`to_bytes`; raises :class:`ProfileFormatError` on bad input."""
+        header, blobs = unpack(data, COLUMN_MAGIC)
+        return cls._from_parts(header, blobs)
+
+    def __repr__(self) -> str:
+        return f"ColumnProfile(count={self.count}, type={self.inferred_type!r})"

@@ -1,0 +1,27 @@
+"""Run the runnable examples in the sketches docstrings."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "sketches",
+    "sketches.assay",
+    "sketches.column",
+    "sketches.dataset",
+    "sketches.drift",
+    "sketches.errors",
+    "sketches.moments",
+    "sketches.performance",
+    "sketches.segments",
+    "sketches.serialization",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
