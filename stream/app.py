@@ -68,8 +68,9 @@ def create_app(settings: Settings) -> faust.App:
                        key_type=bytes, key_serializer="raw", partitions=settings.partitions)
     side_topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
                    for name in ("dlq", "anomalies")}
-    windows = app.Table("windows", key_type=str, value_type=bytes, key_serializer="json",
-                        value_serializer="raw", partitions=settings.partitions)
+    windows = app.Table("windows", partitions=settings.partitions,
+                        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
+                                            value_serializer="raw"))
     state: dict[str, StreamWorker] = {}
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:

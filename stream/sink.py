@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from sketches import ProfileFormatError
+from sketches import DatasetProfile, ProfileFormatError
 from stream.decode import Rejection
 from stream.pipeline import Due
 from stream.store import Store
@@ -86,14 +86,12 @@ class Sink:
                 "AND segment IN {segments:Array(String)}",
                 {"m": model, "g": granularity, "t": self.source_topic, "p": partition,
                  "starts": sorted({k.window_start for k in group}), "segments": sorted({k.segment for k in group})},
+                binary=("profile",),
             )
             for segment, start, end, min_off, max_off, late, versions, config_version, blob in rows:
                 key = WindowKey(partition, model, granularity, int(start), segment)
-                raw = blob if isinstance(blob, bytes) else blob.encode("latin-1", errors="surrogateescape")
                 try:
-                    from sketches import DatasetProfile
-
-                    profile = DatasetProfile.from_bytes(raw)
+                    profile = DatasetProfile.from_bytes(blob)
                 except ProfileFormatError:
                     continue  # unreadable old row: the new state replaces it
                 found[key.encode()] = WindowState(

@@ -152,10 +152,14 @@ class Store:
         except Exception as exc:
             raise StoreError(str(exc)) from exc
 
-    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None,
+                   binary: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query; String columns named in `binary` come back as bytes (serialized sketches)."""
         try:
             with self._lock:
-                return [tuple(r) for r in self.client.query(sql, parameters=parameters).result_rows]
+                result = self.client.query(sql, parameters=parameters,
+                                           column_formats=dict.fromkeys(binary, "bytes") or None)
+                return [tuple(r) for r in result.result_rows]
         except Exception as exc:
             raise StoreError(str(exc)) from exc
 

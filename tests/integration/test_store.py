@@ -46,7 +46,7 @@ def _exercise(store: Store) -> dict[str, object]:
     injected = store.query_rows(
         f"SELECT count() FROM {store.table('profiles')} FINAL WHERE segment = {{s:String}}",
         {"s": "' OR 1=1 --"})
-    blob = store.query_rows(f"SELECT profile FROM {store.table('profiles')} FINAL LIMIT 1")[0][0]
+    blob = store.query_rows(f"SELECT profile FROM {store.table('profiles')} FINAL LIMIT 1", binary=("profile",))[0][0]
     arrow = store.query_arrow(
         f"SELECT window_start, row_count FROM {store.table('profiles')} FINAL WHERE segment = '' ORDER BY window_start")
     store.insert_arrow("dead_letters", pa.table({
@@ -58,7 +58,7 @@ def _exercise(store: Store) -> dict[str, object]:
     dlq = store.query_dicts(f"SELECT reason, source_offset FROM {store.table('dead_letters')} ORDER BY source_offset")
     return {
         "version": version, "again": again, "counted": counted, "injected": injected,
-        "blob": blob if isinstance(blob, bytes) else blob.encode("latin-1", errors="surrogateescape"),
+        "blob": blob,
         "arrow_rows": arrow.column("row_count").to_pylist(), "dlq": dlq,
     }
 
@@ -76,6 +76,7 @@ def test_store_layer_is_identical_embedded_and_on_server(tmp_path: Path, clickho
     assert a["counted"] == [("", 3, 999 + 10 + 20), ("in.city=Boston", 3, 14 + 24 + 34)]
     assert a["injected"] == [(0,)]
     assert a["arrow_rows"] == [999, 10, 20]
+    assert a["blob"] == b"\x00\x01binary\xff"
     assert [d["reason"] for d in a["dlq"]] == ["bad-json", "missing-model"]
 
 
