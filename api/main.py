@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from api.routers import health
+from api import errors
+from api.routers import anomalies, events, health, models, profiles, review, validations
+from api.routers.events import DEFAULT_MAX_BODY, ProducerHolder
 from stream.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="Driftline", version="0.1.0",
+def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.producer.stop()
+
+    app = FastAPI(title="Driftline", version="0.1.0", lifespan=lifespan, default_response_class=errors.JSONResponse,
                   description="Streaming data plane for ML model monitoring")
-    app.state.settings = settings or Settings.from_env()
+    app.state.settings = settings
+    app.state.max_body_bytes = max_body_bytes
+    app.state.producer = ProducerHolder(settings)
+    errors.install(app)
     app.include_router(health.router)
+    for module in (models, validations, profiles, events, anomalies, review):
+        app.include_router(module.router)
     return app

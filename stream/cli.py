@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from stream.cli_data import produce, profile
 from stream.services import LocalBroker, LocalClickHouse, ServiceError, port_open
 from stream.settings import Settings
 
@@ -178,6 +179,9 @@ def run(
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     _start_worker(settings, "warn")
 
+
+app.command()(produce)
+app.command()(profile)
 
 if __name__ == "__main__":
     app()

@@ -151,8 +151,10 @@ def _ndjson_messages(events: list[dict[str, Any]], max_bytes: int) -> list[bytes
     messages: list[bytes] = []
     chunk: list[bytes] = []
     size = 0
-    for e in events:
+    for i, e in enumerate(events):
         line = orjson.dumps(e)
+        if len(line) > max_bytes:
+            raise IngestError(f"event {i} is {len(line)} bytes; one event may be at most {max_bytes} bytes", 413)
         if chunk and size + len(line) + 1 > max_bytes:
             messages.append(b"\n".join(chunk))
             chunk, size = [], 0
@@ -217,7 +219,10 @@ def encode(model: str, content_type: str | None, body: bytes, max_message_bytes:
             raise IngestError("body: no events")
         if table.num_rows > MAX_EVENTS:
             raise IngestError(f"body: more than {MAX_EVENTS} events in one request", 413)
-        return Batch(ARROW_STREAM, _arrow_messages(table, max_message_bytes), table.num_rows)
+        messages = _arrow_messages(table, max_message_bytes)
+        if any(len(m) > max_message_bytes + 65536 for m in messages):
+            raise IngestError(f"an Arrow row is too large for one message of at most {max_message_bytes} bytes", 413)
+        return Batch(ARROW_STREAM, messages, table.num_rows)
     events = _json_events(model, body) if main == JSON else _ndjson_events(model, body)
     if not events:
         raise IngestError("body: no events")

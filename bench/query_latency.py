@@ -1,0 +1,114 @@
+"""Query latency: merged profile over 720 hourly windows x 20 columns through the API (SPEC §12).
+
+Loads 720 hourly windows (20 columns: 16 numeric, 4 string; `--partitions` rows per window, as the
+worker writes one row per source partition) into a fresh embedded chDB store, then times
+`GET /v1/models/bench/profiles?rollup=true` over the whole range through the ASGI app (httpx
+ASGITransport; no network). Reports the first (cold) request, p50/p95 of `--requests` warm requests
+(served from the per-day merge cache, with the fingerprint query), and p50/p95 with the cache
+cleared before every request (full fetch + decode + merge of all windows).
+
+    .venv/bin/python bench/query_latency.py [--windows 720] [--partitions 1] [--requests 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import polars as pl
+
+from api.keys import create_key
+from api.main import create_app
+from sketches import DatasetProfile
+from stream import queries
+from stream.config import ConfigRepository, ModelConfig
+from stream.settings import Settings
+from stream.store import shared_store
+
+COLUMNS = ["model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
+           "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",
+           "model_versions", "config_version", "version", "written_at"]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def load(url: str, windows: int, partitions: int, rows: int) -> None:
+    store = shared_store(url)
+    ConfigRepository(store).put_model(ModelConfig(name="bench"))
+    rng = np.random.default_rng(0)
+    batch = []
+    for w in range(windows):
+        ws = T0 + timedelta(hours=w)
+        for part in range(partitions):
+            data = {f"in.n{i}": rng.normal(i, 1.0 + w / windows, rows) for i in range(16)}
+            data |= {f"in.s{i}": rng.choice([f"v{j}" for j in range(20 + 5 * i)], rows) for i in range(4)}
+            p = DatasetProfile()
+            p.track(pl.DataFrame(data))
+            batch.append(["bench", "hourly", "", ws, ws + timedelta(hours=1), "events", part, 0, rows, rows, 0, 0,
+                          orjson.dumps(p.summary()).decode(), p.to_bytes(), ["v1"], 1, w + 1,
+                          datetime.now(UTC)])
+        if len(batch) >= 100:
+            store.insert("profiles", batch, COLUMNS)
+            batch = []
+    store.insert("profiles", batch, COLUMNS)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def run(args: argparse.Namespace) -> None:
+    data_dir = tempfile.mkdtemp(prefix="dl-bench-")
+    url = f"chdb://{data_dir}/store"
+    t = time.perf_counter()
+    load(url, args.windows, args.partitions, args.rows)
+    print(f"loaded {args.windows} windows x {args.partitions} partition rows x 20 columns "
+          f"in {time.perf_counter() - t:.1f} s")
+    key = create_key(shared_store(url), "admin")
+    app = create_app(Settings(clickhouse_url=url, data_dir=Path(data_dir)))
+    end = T0 + timedelta(hours=args.windows)
+    params = {"start": T0.isoformat(), "end": end.isoformat(), "rollup": "true"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                 headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        async def once() -> float:
+            t0 = time.perf_counter()
+            r = await client.get("/v1/models/bench/profiles", params=params)
+            elapsed = (time.perf_counter() - t0) * 1000
+            r.raise_for_status()
+            body = r.json()
+            assert body["windows"][0]["row_count"] == args.windows * args.partitions * args.rows
+            assert len(body["windows"][0]["columns"]) == 20
+            return elapsed
+
+        cold = await once()
+        warm = [await once() for _ in range(args.requests)]
+        uncached = []
+        for _ in range(args.uncached):
+            queries._day_cache.items.clear()
+            uncached.append(await once())
+    print(f"cold first request: {cold:.1f} ms")
+    print(f"warm  ({len(warm)} requests): p50 {pct(warm, 50):.1f} ms  p95 {pct(warm, 95):.1f} ms  "
+          f"(target p95 < 200 ms)")
+    if uncached:
+        print(f"no cache ({len(uncached)} requests): p50 {pct(uncached, 50):.1f} ms  p95 {pct(uncached, 95):.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--windows", type=int, default=720)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=200, help="events per partition row")
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--uncached", type=int, default=10, help="requests with the merge cache cleared")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
