@@ -16,6 +16,7 @@ from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.decode import RawMessage
+from stream.membership import record_member
 from stream.settings import Settings
 from stream.store import shared_store
 from stream.windows import key_partition
@@ -23,6 +24,9 @@ from stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
+# A take of 10k messages can hold 10k batch messages (10k events each): process it in slices of at
+# most this many value bytes so memory stays bounded; offsets are still acknowledged per take.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
 class PartitionedTable(faust.Table):
@@ -42,6 +46,19 @@ def _raw(event: EventT) -> RawMessage:
         partition=m.partition, offset=m.offset, timestamp_ms=int((m.timestamp or 0) * 1000),
         headers=[(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
     )
+
+
+def _chunks(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]]:
+    """Consecutive slices of `messages` of at most `max_bytes` value bytes (at least one message each)."""
+    chunks: list[list[RawMessage]] = [[]]
+    size = 0
+    for m in messages:
+        if chunks[-1] and size + len(m.value) > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(m)
+        size += len(m.value)
+    return chunks if chunks[-1] else []
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -68,9 +85,9 @@ def create_app(settings: Settings) -> faust.App:
                        key_type=bytes, key_serializer="raw", partitions=settings.partitions)
     side_topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
                    for name in ("dlq", "anomalies")}
-    windows = app.Table("windows", partitions=settings.partitions,
-                        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
-                                            value_serializer="raw"))
+    # Values are text (base64 of the binary window state): Faust's changelog recovery decodes
+    # table values as JSON text whatever the declared serializer, so raw bytes do not survive it.
+    windows = app.Table("windows", partitions=settings.partitions, key_type=str, value_type=str)
     state: dict[str, StreamWorker] = {}
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
@@ -93,12 +110,20 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(MAX_BATCH, within=0.5):  # type: ignore[attr-defined]
-            await worker().process([_raw(e) for e in batch])
+            for chunk in _chunks([_raw(e) for e in batch], MAX_BATCH_BYTES):
+                await worker().process(chunk)
             await make_durable()
 
     @app.timer(2.0)
     async def refresh_config() -> None:
         await worker().refresh_config()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
+        """Record our group member id so a successor can evict it if we die (stream/membership.py)."""
+        consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+        member_id = getattr(getattr(consumer, "_coordinator", None), "member_id", "")
+        record_member(settings.data_dir, app.conf.id, str(member_id or ""))
 
     @app.timer(1.0)
     async def flush_windows() -> None:

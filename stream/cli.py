@@ -95,12 +95,15 @@ def _start_worker(settings: Settings, loglevel: str) -> None:
     import faust
 
     from stream.app import create_app
+    from stream.membership import evict_previous_member
     from stream.topics import ensure_topics
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    faust_app = create_app(settings)
     asyncio.run(ensure_topics(settings))
+    asyncio.run(evict_previous_member(settings.bootstrap_servers, settings.data_dir, faust_app.conf.id))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(create_app(settings), loglevel=loglevel)
+    worker = faust.Worker(faust_app, loglevel=loglevel)
     worker.execute_from_commandline()
 
 

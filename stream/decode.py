@@ -7,6 +7,12 @@ with the metadata columns `model`, `timestamp` (epoch ms, UTC), `event_id`, `mod
 What cannot be decoded becomes a `Rejection` with a reason for the dead-letter topic; one bad line
 of an NDJSON batch rejects that line only.
 
+JSON lines of a micro-batch are first parsed together by Arrow's JSON reader (`_fast_json_frame`),
+which is strict about types across rows; its result is accepted only when every event passes the same
+checks as `flatten_event` and every column gets the type `rows_to_frame` would give it. Anything
+else (a parse error, a suspicious byte, a value the checks would reject, a type the reader cannot
+represent like the per-event path does) falls back to the per-event path, which is the reference.
+
 >>> batch = decode_messages([RawMessage(b'{"model": "m", "timestamp": 1000, "inputs": {"x": 1.5}}', 0, 7, 0)])
 >>> batch.frame.select("model", "timestamp", "in.x", "__offset").to_dicts()
 [{'model': 'm', 'timestamp': 1000, 'in.x': 1.5, '__offset': 7}]
@@ -25,7 +31,9 @@ from typing import Any
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc
+import pyarrow.json
 
 MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NDJSON = "application/x-ndjson"
@@ -146,6 +154,8 @@ def flatten_event(event: Any, default_ts: int, model: str | None = None) -> dict
     if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int | float)
                                 or not math.isfinite(elapsed)):
         raise EventError("bad-field", "elapsed_ns must be a number")
+    if elapsed is not None and not -(2**63) <= elapsed < 2**63:
+        raise EventError("bad-field", "elapsed_ns is out of range")
     row["elapsed_ns"] = None if elapsed is None else int(elapsed)
     for section, prefix in SECTIONS.items():
         values = event.get(section)
@@ -199,6 +209,168 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+class _NotFast(Exception):
+    """The vectorized JSON path cannot guarantee the per-event result for this batch."""
+
+
+_TOP_LEVEL = ("model", "timestamp", "event_id", "model_version", "elapsed_ns", *SECTIONS)
+_ORJSON_ONLY = (b"NaN", b"Infinity", b"\xef\xbb\xbf")  # Arrow's reader accepts these, orjson does not
+_MAX_TIMESTAMP = 253_402_300_800_000
+
+
+def _scalar_column(name: str, arr: pa.Array) -> pa.Array:
+    """One `in.*`/`out.*`/`gt.*`/`tag.*` column typed as `_column_series` types it, or _NotFast."""
+    t = arr.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.int64())
+    if pa.types.is_int64(t) or pa.types.is_float64(t) or pa.types.is_boolean(t):
+        return arr
+    if pa.types.is_string(t):
+        if arr.null_count < len(arr) and pc.max(pc.utf8_length(arr)).as_py() > MAX_STRING_CHARS:
+            raise _NotFast(name)
+        return arr
+    if pa.types.is_list(t):
+        inner = t.value_type
+        lengths = pc.list_value_length(arr)
+        if arr.null_count < len(arr) and pc.max(lengths).as_py() > MAX_LIST_ITEMS:
+            raise _NotFast(name)
+        if pa.types.is_null(inner) or pa.types.is_int64(inner) or pa.types.is_float64(inner):
+            return arr.cast(pa.list_(pa.float64()))
+        if pa.types.is_string(inner):
+            items = pc.list_flatten(arr)
+            if len(items) > items.null_count and pc.max(pc.utf8_length(items)).as_py() > MAX_STRING_CHARS:
+                raise _NotFast(name)
+            return arr
+    raise _NotFast(f"{name}: {t}")  # nested, bool lists, inferred dates/times: per-event path
+
+
+def _read_json_lines(buffer: bytes, schema: pa.Schema | None = None) -> pa.Table:
+    options = pyarrow.json.ParseOptions(explicit_schema=schema) if schema is not None else None
+    return pyarrow.json.read_json(pa.py_buffer(buffer), parse_options=options,
+                                  read_options=pyarrow.json.ReadOptions(use_threads=False,
+                                                                        block_size=len(buffer) + 1024))
+
+
+def _as_text(t: pa.DataType) -> pa.DataType:
+    """The inferred type with every date/time type turned back into text (Arrow infers ISO strings)."""
+    if pa.types.is_temporal(t):
+        return pa.string()
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _as_text(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(_as_text(t.value_type))
+    return t
+
+
+def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list[int], offsets: list[int],
+                     indexes: list[int]) -> pl.DataFrame:
+    """All JSON lines of a batch → one frame in a few vectorized steps; raises _NotFast when the result
+    could differ from the per-event path (which then decodes the batch and finds the bad lines)."""
+    buffer = b"\n".join(lines)
+    if b"\r" in buffer or any(marker in buffer for marker in _ORJSON_ONLY):
+        raise _NotFast("bytes the readers treat differently")
+    if not buffer.isascii():
+        try:
+            buffer.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _NotFast("invalid UTF-8") from exc
+    try:
+        table = _read_json_lines(buffer)
+        if table.num_rows == len(lines):
+            schema = pa.schema([pa.field(f.name, _as_text(f.type)) for f in table.schema])
+            if not schema.equals(table.schema):
+                table = _read_json_lines(buffer, schema)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _NotFast(str(exc)[:200]) from exc
+    n = len(lines)
+    if table.num_rows != n:
+        raise _NotFast("row count")
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise _NotFast("duplicate keys")
+    columns: dict[str, pa.Array] = {}
+    # model: required, DNS-safe text
+    if "model" not in names:
+        raise _NotFast("model")
+    model = table.column("model").combine_chunks()
+    if not pa.types.is_string(model.type) or model.null_count \
+            or not pc.all(pc.match_substring_regex(model, MODEL_NAME.pattern)).as_py():
+        raise _NotFast("model")
+    columns["model"] = model
+    # timestamp: epoch ms (int or float) or ISO text; missing/null → the Kafka record time
+    record_ts = pa.array(default_ts, pa.int64())
+    if "timestamp" in names:
+        ts = table.column("timestamp").combine_chunks()
+        if pa.types.is_int64(ts.type) or pa.types.is_float64(ts.type):
+            if ts.null_count < n:
+                finite = ts if pa.types.is_int64(ts.type) else pc.is_finite(ts)
+                if finite is not ts and not pc.all(finite).as_py():
+                    raise _NotFast("timestamp")
+                if pc.min(ts).as_py() < 0 or pc.max(ts).as_py() >= _MAX_TIMESTAMP:
+                    raise _NotFast("timestamp")
+            ts = pc.cast(ts, pa.int64(), safe=False) if pa.types.is_float64(ts.type) else ts
+            columns["timestamp"] = pc.coalesce(ts, record_ts)
+        elif pa.types.is_string(ts.type):
+            try:
+                columns["timestamp"] = pa.array([parse_timestamp(v, d) for v, d in zip(ts.to_pylist(), default_ts,
+                                                                                       strict=True)], pa.int64())
+            except EventError as exc:
+                raise _NotFast("timestamp") from exc
+        elif pa.types.is_null(ts.type):
+            columns["timestamp"] = record_ts
+        else:
+            raise _NotFast("timestamp")
+    else:
+        columns["timestamp"] = record_ts
+    for key in ("event_id", "model_version"):
+        if key not in names:
+            columns[key] = pa.nulls(n, pa.string())
+            continue
+        value = table.column(key).combine_chunks()
+        if pa.types.is_null(value.type) or pa.types.is_int64(value.type):
+            value = value.cast(pa.string())
+        elif not pa.types.is_string(value.type):
+            raise _NotFast(key)
+        columns[key] = pc.utf8_slice_codeunits(value, 0, 256)
+    if "elapsed_ns" in names:
+        elapsed = table.column("elapsed_ns").combine_chunks()
+        if pa.types.is_float64(elapsed.type):
+            if elapsed.null_count < n and (not pc.all(pc.is_finite(elapsed)).as_py()
+                                           or pc.max(pc.abs(elapsed)).as_py() >= 2.0**63):
+                raise _NotFast("elapsed_ns")
+            elapsed = pc.cast(elapsed, pa.int64(), safe=False)
+        elif pa.types.is_null(elapsed.type):
+            elapsed = elapsed.cast(pa.int64())
+        elif not pa.types.is_int64(elapsed.type):
+            raise _NotFast("elapsed_ns")
+        columns["elapsed_ns"] = elapsed
+    else:
+        columns["elapsed_ns"] = pa.nulls(n, pa.int64())
+    columns["__partition"] = pa.array(partitions, pa.uint32())
+    columns["__offset"] = pa.array(offsets, pa.int64())
+    columns["__index"] = pa.array(indexes, pa.uint32())
+    width = len(META_COLUMNS)
+    for section, prefix in SECTIONS.items():
+        if section not in names:
+            continue
+        values = table.column(section).combine_chunks()
+        if pa.types.is_null(values.type):
+            continue
+        if not pa.types.is_struct(values.type):
+            raise _NotFast(section)
+        width += values.type.num_fields
+        if width > MAX_COLUMNS:
+            raise _NotFast("too many columns")
+        for field_type, child in zip(values.type, values.flatten(), strict=True):  # flatten: parent nulls too
+            column = prefix + field_type.name
+            if len(column) > 256:
+                raise _NotFast("column name")
+            columns[column] = _scalar_column(column, child)
+    frame = pl.from_arrow(pa.table(columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def _arrow_frame(message: RawMessage) -> pl.DataFrame:
     """Decode an Arrow IPC stream message; columns are the flattened names plus metadata."""
     try:
@@ -249,16 +421,50 @@ def _arrow_frame(message: RawMessage) -> pl.DataFrame:
     )
 
 
+def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rejection]) -> pl.DataFrame | None:
+    """JSON lines (message, index, bytes) → one frame; bad lines become rejections."""
+    if not lines:
+        return None
+    messages, indexes, values = zip(*lines, strict=True)
+    if all(map(bytes.strip, values)):
+        try:
+            return _fast_json_frame(list(values), [m.timestamp_ms for m in messages], [m.partition for m in messages],
+                                    [m.offset for m in messages], list(indexes))
+        except _NotFast:
+            pass
+    rows: list[dict[str, Any]] = []
+    for message, index, line in lines:
+        try:
+            row = flatten_event(orjson.loads(line), message.timestamp_ms)
+        except orjson.JSONDecodeError as exc:
+            rejections.append(Rejection(message, "bad-json", str(exc)[:200], index))
+            continue
+        except EventError as exc:
+            rejections.append(Rejection(message, exc.reason, str(exc), index))
+            continue
+        except RecursionError:
+            rejections.append(Rejection(message, "nested-value", "nesting too deep", index))
+            continue
+        row["__partition"], row["__offset"], row["__index"] = message.partition, message.offset, index
+        rows.append(row)
+    return rows_to_frame(rows) if rows else None
+
+
 def decode_messages(messages: Iterable[RawMessage]) -> DecodedBatch:
     """Decode a micro-batch: JSON rows are flattened once and built into one frame; Arrow messages
     are concatenated as they are."""
-    rows: list[dict[str, Any]] = []
+    messages = list(messages)
+    json_lines: list[tuple[RawMessage, int, bytes]] = []
     arrow_frames: list[pl.DataFrame] = []
     rejections: list[Rejection] = []
     for message in messages:
-        if len(message.value) > MAX_MESSAGE_BYTES:
+        value = message.value
+        if len(value) > MAX_MESSAGE_BYTES:
             rejections.append(Rejection(message, "oversized-message",
-                                        f"{len(message.value)} bytes exceed {MAX_MESSAGE_BYTES}"))
+                                        f"{len(value)} bytes exceed {MAX_MESSAGE_BYTES}"))
+            continue
+        if not message.headers:  # the common case: one JSON event, no headers
+            json_lines.append((message, 0, value))
             continue
         content_type = (message.header("content-type") or "application/json").split(";")[0].strip().lower()
         if content_type == ARROW_STREAM:
@@ -270,27 +476,17 @@ def decode_messages(messages: Iterable[RawMessage]) -> DecodedBatch:
                 rejections.append(Rejection(message, "bad-arrow", f"{type(exc).__name__}: {str(exc)[:200]}"))
             continue
         if content_type == NDJSON:
-            lines = [line for line in message.value.split(b"\n") if line.strip()]
+            lines = [line for line in value.split(b"\n") if line.strip()]
+            json_lines += [(message, index, line) for index, line in enumerate(lines)]
         elif content_type in ("application/json", ""):
-            lines = [message.value]
+            json_lines.append((message, 0, value))
         else:
             rejections.append(Rejection(message, "bad-content-type", f"unsupported content-type {content_type!r}"))
-            continue
-        for index, line in enumerate(lines):
-            try:
-                row = flatten_event(orjson.loads(line), message.timestamp_ms)
-            except orjson.JSONDecodeError as exc:
-                rejections.append(Rejection(message, "bad-json", str(exc)[:200], index))
-                continue
-            except EventError as exc:
-                rejections.append(Rejection(message, exc.reason, str(exc), index))
-                continue
-            except RecursionError:
-                rejections.append(Rejection(message, "nested-value", "nesting too deep", index))
-                continue
-            row["__partition"], row["__offset"], row["__index"] = message.partition, message.offset, index
-            rows.append(row)
-    frames = [rows_to_frame(rows)] if rows else []
+    json_frame = _json_frame(json_lines, rejections)
+    if rejections:  # dead letters in message order, as they came
+        order = {id(m): i for i, m in enumerate(messages)}
+        rejections.sort(key=lambda r: (order.get(id(r.message), -1), r.index))
+    frames = [json_frame] if json_frame is not None else []
     frames += arrow_frames
     if not frames:
         return DecodedBatch(pl.DataFrame(schema=_META_SCHEMA), rejections)

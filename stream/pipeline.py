@@ -6,6 +6,7 @@ its window state (skipping messages already folded in) → report what is due fo
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -130,11 +131,12 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
 
 class WindowTable:
     """Window states in a mapping (a Faust table in the worker, a dict in tests), with a cache of
-    decoded states so each batch does not re-parse what it wrote."""
+    decoded states so each batch does not re-parse what it wrote. Values are stored as base64 text
+    so they survive Faust's JSON changelog recovery."""
 
-    def __init__(self, data: MutableMapping[str, bytes]) -> None:
+    def __init__(self, data: MutableMapping[str, str]) -> None:
         self.data = data
-        self._cache: dict[str, tuple[bytes, WindowState]] = {}
+        self._cache: dict[str, tuple[str, WindowState]] = {}
         self.dirty: set[str] = set()
 
     def get(self, key: str) -> WindowState | None:
@@ -145,12 +147,12 @@ class WindowTable:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is raw:
             return cached[1]
-        state = WindowState.from_bytes(raw)
+        state = WindowState.from_bytes(base64.b64decode(raw))
         self._cache[key] = (raw, state)
         return state
 
     def put(self, key: str, state: WindowState) -> None:
-        raw = state.to_bytes()
+        raw = base64.b64encode(state.to_bytes()).decode("ascii")
         self.data[key] = raw
         self._cache[key] = (raw, state)
         self.dirty.add(key)
@@ -166,7 +168,7 @@ class WindowTable:
         return int(raw) if raw is not None else 0
 
     def set_watermark(self, partition: int, model: str, value: int) -> None:
-        self.data[watermark_key(partition, model)] = str(value).encode()
+        self.data[watermark_key(partition, model)] = str(value)
 
     def window_keys(self, partitions: Iterable[int] | None = None) -> list[str]:
         wanted = None if partitions is None else set(partitions)

@@ -27,7 +27,7 @@ Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]
 
 
 class StreamWorker:
-    def __init__(self, settings: Settings, store: Store, table: MutableMapping[str, bytes], publish: Publish,
+    def __init__(self, settings: Settings, store: Store, table: MutableMapping[str, str], publish: Publish,
                  flush_open_every: float = 5.0) -> None:
         self.settings = settings
         self.store = store
