@@ -123,7 +123,7 @@ def test_templates_declare_kinds_and_run_real_commands() -> None:
 
 # ------------------------------------------------------------------------------------ rendered by Helm
 def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    helm_chart = pytest.importorskip("helm_python.chart", reason="helm-python-sdk (Helm v4 engine) not installed")
+    import helm_python.chart as helm_chart
     with helm_chart.Chart.load(CHART) as chart:
         manifests = chart.render(values, name="prod", namespace="monitoring")
     docs = []
@@ -199,7 +199,7 @@ def test_helm_values_scale_workers_and_use_an_existing_secret() -> None:
 
 
 def test_helm_refuses_bad_values_and_lints_clean() -> None:
-    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (Helm v4 engine) not installed")
+    import helm_python as helm
     with pytest.raises(helm.HelmRenderError, match="unknownModels"):
         _render({"unknownModels": "drop"})
     report = helm.chart.lint(CHART, strict=True)
