@@ -19,7 +19,7 @@ from sketches import DatasetProfile
 from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
 from stream.config import ConfigSnapshot, ModelConfig
 from stream.validations import ANOMALY_COUNT_COLUMN, ValidationSet
-from stream.windows import WindowKey, WindowState, key_partition, watermark_key, window_bounds
+from stream.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
 
 INTERNAL = ("__partition", "__offset", "__index", "__window_start", "__window_end")
 MINUTE = "minute"
@@ -170,9 +170,23 @@ class WindowTable:
     def set_watermark(self, partition: int, model: str, value: int) -> None:
         self.data[watermark_key(partition, model)] = str(value)
 
+    def flushed_horizon(self, key: WindowKey) -> int:
+        """Latest window start of (partition, model, granularity) ever closed and dropped; windows
+        after it were never written, so they need no read-back from the store."""
+        raw = self.data.get(horizon_key(key))
+        return int(raw) if raw is not None else -1
+
+    def note_dropped(self, key: WindowKey) -> None:
+        if key.window_start > self.flushed_horizon(key):
+            self.data[horizon_key(key)] = str(key.window_start)
+
+    def may_be_stored(self, key: WindowKey) -> bool:
+        """True when the store may hold a row for a key the table does not have."""
+        return key.window_start <= self.flushed_horizon(key)
+
     def window_keys(self, partitions: Iterable[int] | None = None) -> list[str]:
         wanted = None if partitions is None else set(partitions)
-        return [k for k in list(self.data) if "|~watermark|" not in k
+        return [k for k in list(self.data) if "|~" not in k
                 and (wanted is None or key_partition(k) in wanted)]
 
     def watermarks(self) -> dict[tuple[int, str], int]:

@@ -19,7 +19,7 @@ import re
 import threading
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import clickhouse_connect
 import pyarrow as pa
@@ -74,6 +74,45 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             key_id String, key_hash String, scope String, created_at DateTime64(3, 'UTC'), revoked UInt8
         ) ENGINE = ReplacingMergeTree ORDER BY key_id""",
     ]),
+    (2, [
+        # Batch analysis (stream/analysis/engine.py): one row per (analyzer, segment, column, target
+        # batch), anomalous or not; a re-run of the same batch replaces the row (newest created_at).
+        """CREATE TABLE IF NOT EXISTS {db}.analyzer_results (
+            model LowCardinality(String), analyzer_id String, analyzer_type LowCardinality(String),
+            granularity LowCardinality(String), segment String, column String,
+            dataset_timestamp DateTime64(3, 'UTC'), metric String, value Nullable(Float64),
+            value_text Nullable(String), threshold Nullable(Float64), upper Nullable(Float64),
+            lower Nullable(Float64), baseline_value Nullable(Float64), baseline_mean Nullable(Float64),
+            baseline_stddev Nullable(Float64), baseline_count Nullable(UInt32), anomaly UInt8,
+            failure Nullable(String), reason String, details String, weight Nullable(Float64),
+            target_version UInt64, config_version UInt64, created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(created_at)
+        ORDER BY (model, analyzer_id, segment, column, dataset_timestamp)""",
+        # Alerts from monitors and alert rules; alert_id is a deterministic hash so a re-run finds
+        # the alert already there and does not publish it again.
+        """CREATE TABLE IF NOT EXISTS {db}.alerts (
+            alert_id String, model LowCardinality(String), source LowCardinality(String),
+            monitor_id String, rule_id String, severity LowCardinality(String), mode LowCardinality(String),
+            dataset_timestamp DateTime64(3, 'UTC'), body String, published UInt8,
+            created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(created_at) ORDER BY alert_id""",
+    ]),
+    (3, [
+        # Reference profiles (WhyLabs Reference / omega-ml snapshot): uploaded data or a captured time
+        # range of stored windows, one row per profile id; `deleted` marks a removed profile.
+        """CREATE TABLE IF NOT EXISTS {db}.reference_profiles (
+            model LowCardinality(String), profile_id String, name String, created_at DateTime64(3, 'UTC'),
+            source LowCardinality(String), range_start Nullable(DateTime64(3, 'UTC')),
+            range_end Nullable(DateTime64(3, 'UTC')), segment String, row_count UInt64,
+            summary String, profile String, deleted UInt8 DEFAULT 0, version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, profile_id)""",
+        # Wallaroo assay results: one row per (assay, window); a re-run replaces the row.
+        """CREATE TABLE IF NOT EXISTS {db}.assay_results (
+            assay_id String, model LowCardinality(String), window_start DateTime64(3, 'UTC'),
+            window_end DateTime64(3, 'UTC'), score Float64, status LowCardinality(String),
+            result String, created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (assay_id, window_start)""",
+    ]),
 ]
 
 
@@ -94,11 +133,13 @@ class Store:
 
     @classmethod
     def connect(cls, url: str) -> Store:
-        """Open `chdb:///path` (embedded) or `http(s)://[user:pass@]host:port/database` (server)."""
+        """Open `chdb:///path[?database=db]` (embedded) or `http(s)://[user:pass@]host:port/database` (server)."""
         parsed = urlparse(url)
         if parsed.scheme == "chdb":
-            client = clickhouse_connect.get_client(dsn=url)
-            store = cls(client, DEFAULT_DATABASE)
+            # chDB runs one engine per process (one data path); `?database=` selects a database in it.
+            database = parse_qs(parsed.query).get("database", [DEFAULT_DATABASE])[0]
+            client = clickhouse_connect.get_client(dsn=url.split("?", 1)[0])
+            store = cls(client, database)
         elif parsed.scheme in ("http", "https"):
             database = parsed.path.strip("/") or DEFAULT_DATABASE
             client = clickhouse_connect.get_client(

@@ -47,6 +47,11 @@ def watermark_key(partition: int, model: str) -> str:
     return f"{partition}|~watermark|{model}"
 
 
+def horizon_key(key: WindowKey) -> str:
+    """Table key of the latest closed-and-dropped window start of (partition, model, granularity)."""
+    return f"{key.partition}|~flushed|{key.model}|{key.granularity}"
+
+
 def key_partition(text: str) -> int:
     """Every table key starts with its source partition (the changelog partition too)."""
     return int(text.split("|", 1)[0])

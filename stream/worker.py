@@ -86,7 +86,8 @@ class StreamWorker:
                     frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
             await self._dead_letter(rejections)
             plan = plan_batch(frame, self.snapshot, self.windows.watermarks())
-            missing = {g.key for g in plan.groups if self.windows.get(g.key.encode()) is None}
+            missing = {g.key for g in plan.groups
+                       if self.windows.get(g.key.encode()) is None and self.windows.may_be_stored(g.key)}
             loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}
             applied = apply_plan(self.windows, plan, self.snapshot, loaded)
             for model, count in frame.get_column("model").value_counts().rows() if frame.height else []:
@@ -155,6 +156,7 @@ class StreamWorker:
                 text = item.key.encode()
                 if item.close:
                     self.windows.drop(text)
+                    self.windows.note_dropped(item.key)
                 else:
                     self.windows.dirty.discard(text)
             metrics.OPEN_WINDOWS.set(len(self.windows.window_keys(partitions)))

@@ -38,6 +38,18 @@ def clickhouse(services_dir: Path) -> Iterator[LocalClickHouse]:
     ch.down()
 
 
+@pytest.fixture(scope="session")
+def embedded_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """chDB allows one engine (one data path) per process: every embedded store in the test run
+    lives under this path, each test in its own database."""
+    return tmp_path_factory.mktemp("embedded") / "store"
+
+
+@pytest.fixture
+def embedded_url(embedded_path: Path, unique: str) -> str:
+    return f"chdb://{embedded_path}?database=e_{unique}"
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]

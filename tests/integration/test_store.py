@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -16,9 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["embedded", "server"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterator[Store]:
+def any_store(request: pytest.FixtureRequest, embedded_url: str, unique: str) -> Iterator[Store]:
     if request.param == "embedded":
-        s = Store.connect(f"chdb://{tmp_path}/store")
+        s = Store.connect(embedded_url)
     else:
         ch: LocalClickHouse = request.getfixturevalue("clickhouse")
         s = Store.connect(f"http://{ch.host}:{ch.http_port}/s_{unique}")
@@ -63,14 +62,15 @@ def _exercise(store: Store) -> dict[str, object]:
     }
 
 
-def test_store_layer_is_identical_embedded_and_on_server(tmp_path: Path, clickhouse: LocalClickHouse,
+def test_store_layer_is_identical_embedded_and_on_server(embedded_url: str, clickhouse: LocalClickHouse,
                                                          unique: str) -> None:
-    embedded = Store.connect(f"chdb://{tmp_path}/store")
+    embedded = Store.connect(embedded_url)
     server = Store.connect(f"http://{clickhouse.host}:{clickhouse.http_port}/same_{unique}")
     try:
         a, b = _exercise(embedded), _exercise(server)
     finally:
         server.command(f"DROP DATABASE IF EXISTS {server.database}")
+        embedded.command(f"DROP DATABASE IF EXISTS {embedded.database}")
     assert a == b
     assert a["version"] == MIGRATIONS[-1][0] == a["again"]
     assert a["counted"] == [("", 3, 999 + 10 + 20), ("in.city=Boston", 3, 14 + 24 + 34)]

@@ -1,0 +1,157 @@
+"""Operations under faults: a broker restart, a rebalance after a worker dies, metrics that move.
+
+Each fault test ends with exact per-window counts (nothing lost, nothing doubled) and one row per
+(window, segment, source partition) in the deduplicated profiles table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from api.keys import create_key
+from stream.services import LocalBroker, free_port
+from stream.settings import Settings
+from stream.store import Store
+from tests.integration.helpers import eventually, http_get, metric_value, spawn
+from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce
+from tests.integration.test_stream_faults import _configure, _converged, _stop
+
+pytestmark = pytest.mark.integration
+
+
+def _metrics(port: int) -> str | None:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    return body.decode() if status == 200 else None
+
+
+def _decoded(port: int) -> float:
+    text = _metrics(port)
+    return metric_value(text, "driftline_events_decoded_total") if text is not None else -1.0
+
+
+def _no_duplicate_rows(store: Store) -> None:
+    """FINAL keeps one row per (model, granularity, window, segment, source partition); the raw table may
+    hold re-written versions of a window until merges run, FINAL must not."""
+    dupes = store.query_rows(
+        f"SELECT model, granularity, segment, window_start, source_partition, count() "
+        f"FROM {store.table('profiles')} FINAL GROUP BY 1, 2, 3, 4, 5 HAVING count() > 1")
+    assert dupes == []
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A private broker this test may stop and start without disturbing the session's broker."""
+    b = LocalBroker(tmp_path / "broker", port=free_port())
+    b.up()
+    yield b
+    b.down()
+
+
+def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: Path, own_broker: LocalBroker,
+                                                  store: Store) -> None:
+    settings = settings.model_copy(update={"kafka_bootstrap": own_broker.bootstrap})
+    _configure(store, settings)
+    rng = np.random.default_rng(11)
+    events = [e for h in range(2) for e in _events(rng, "house", 1500, T0 + h * HOUR)]
+    messages = [(orjson.dumps(e), []) for e in events]
+    worker = spawn(["worker"], settings, tmp_path / "worker.log")
+    try:
+        eventually(lambda: _decoded(settings.worker_web_port) >= 0, timeout=60)
+        asyncio.run(_produce(settings, messages[:1000]))
+        eventually(lambda: _decoded(settings.worker_web_port) >= 1000, timeout=60, interval=0.2)
+        own_broker.down()
+        time.sleep(3)  # the worker sees the broker gone: fetches, commits and changelog writes fail
+        assert worker.poll() is None, "worker must survive a broker outage"
+        own_broker.up()
+        asyncio.run(_produce(settings, messages[1000:]))
+        eventually(lambda: _converged(store, _expected(events)), timeout=120, interval=2)
+        _no_duplicate_rows(store)
+        assert worker.poll() is None
+    finally:
+        _stop(worker)
+
+
+def test_two_workers_one_killed_the_other_takes_over(settings: Settings, tmp_path: Path, store: Store) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    _configure(store, settings)
+    a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
+    b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
+    rng = np.random.default_rng(12)
+    events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
+    messages = [(orjson.dumps(e), []) for e in events]
+    first = spawn(["worker"], a, tmp_path / "worker-a.log")
+    second = spawn(["worker"], b, tmp_path / "worker-b.log")
+    try:
+        eventually(lambda: _decoded(a.worker_web_port) >= 0 and _decoded(b.worker_web_port) >= 0, timeout=60)
+        asyncio.run(_produce(settings, messages[:1500]))
+        # Both hold partitions: both profile part of the stream before one dies.
+        eventually(lambda: _decoded(a.worker_web_port) > 0 and _decoded(b.worker_web_port) > 0, timeout=60)
+        eventually(lambda: _decoded(a.worker_web_port) + _decoded(b.worker_web_port) >= 1500, timeout=60)
+        os.kill(first.pid, signal.SIGKILL)  # no LeaveGroup: the survivor waits for the session timeout
+        first.wait()
+        killed_at = time.monotonic()
+        asyncio.run(_produce(settings, messages[1500:]))
+        eventually(lambda: _converged(store, _expected(events)), timeout=120, interval=2)
+        print(f"survivor converged {time.monotonic() - killed_at:.1f}s after the kill")
+        _no_duplicate_rows(store)
+        assert second.poll() is None
+    finally:
+        _stop(first)
+        _stop(second)
+
+
+def _api_ready(port: int) -> bool:
+    status, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    return status == 200
+
+
+def test_metrics_of_worker_and_api_move_while_events_flow(settings: Settings, store: Store, tmp_path: Path) -> None:
+    _configure(store, settings, models=())
+    key = create_key(store, "admin")
+    worker = spawn(["worker"], settings, tmp_path / "worker.log")
+    api = spawn(["api", "--port", str(settings.api_port)], settings, tmp_path / "api.log")
+    base = f"http://127.0.0.1:{settings.api_port}"
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        eventually(lambda: _api_ready(settings.api_port), timeout=60)
+        eventually(lambda: _decoded(settings.worker_web_port) >= 0, timeout=60)
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
+            assert client.post("/v1/models", json={"name": "house", "segment_keys": ["in.city"]}).status_code == 201
+            rng = np.random.default_rng(13)
+            samples = []
+            for round_ in range(2):
+                batch = _events(rng, "house", 300, T0 + round_ * HOUR)
+                body = b"\n".join(orjson.dumps(e) for e in batch)
+                r = client.post("/v1/models/house/events", content=body,
+                                headers={"content-type": "application/x-ndjson"})
+                assert r.status_code == 202, r.text
+                want = 300 * (round_ + 1)
+                eventually(lambda want=want: _decoded(settings.worker_web_port) >= want, timeout=60)
+                client.get("/v1/models/house/profiles", params={"start": "2025-11-22T00:00:00Z",
+                                                               "end": "2025-11-23T00:00:00Z"})
+                samples.append((_metrics(settings.api_port) or "", _metrics(settings.worker_web_port) or ""))
+        (api1, w1), (api2, w2) = samples
+        for name in ("driftline_api_events_accepted_total", "driftline_api_requests_total",
+                     "driftline_api_request_seconds_count", "driftline_api_ingest_request_bytes_total"):
+            assert metric_value(api2, name) > metric_value(api1, name) > 0, name
+        assert 'route="/v1/models/{model}/events"' in api2  # templates, not raw paths
+        assert "/v1/models/house/events" not in api2
+        assert metric_value(api2, "driftline_api_events_accepted_total") == 600
+        for name in ("driftline_events_consumed_total", "driftline_events_decoded_total"):
+            assert metric_value(w2, name) > metric_value(w1, name) > 0, name
+        assert metric_value(w2, "driftline_events_decoded_total") == 600
+        assert worker.poll() is None and api.poll() is None
+    finally:
+        for proc in (api, worker):
+            _stop(proc)
+
