@@ -82,8 +82,11 @@ def _anomaly_records(model: ModelConfig, rows: pl.DataFrame, result: pl.DataFram
 
 
 def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[tuple[int, str], int],
-               minute_buckets: bool = True) -> Plan:
-    """Group a decoded batch by (partition, model, window, segment); evaluate validations."""
+               known_segments: dict[str, set[str]] | None = None, minute_buckets: bool = True) -> Plan:
+    """Group a decoded batch by (partition, model, window, segment); evaluate validations.
+
+    `known_segments` (model → segments of its open windows) lets the segment cap admit known
+    segments first; new ones beyond `max_segments` go to `__other__`."""
     plan = Plan()
     if frame.height == 0:
         return plan
@@ -113,7 +116,10 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                     segments = {OVERALL_SEGMENT: in_window}
                     if granularity == model.granularity:  # minute buckets serve lookback rules: overall only
                         keys = model.segment_keys + [c for c in in_window.columns if c.startswith("tag.")]
-                        segments |= split_by_segments(in_window, keys, model.max_segments)
+                        known = (known_segments or {}).setdefault(model.name, set())
+                        split = split_by_segments(in_window, keys, model.max_segments, known)
+                        known.update(split)
+                        segments |= split
                     for segment, group_rows in segments.items():
                         counts = group_rows.select(
                             *[pl.col(f"anomaly.{n}").sum().alias(n) for n in names],
@@ -188,6 +194,15 @@ class WindowTable:
         wanted = None if partitions is None else set(partitions)
         return [k for k in list(self.data) if "|~" not in k
                 and (wanted is None or key_partition(k) in wanted)]
+
+    def known_segments(self) -> dict[str, set[str]]:
+        """Segments of the open windows, by model (what the segment cap counts)."""
+        out: dict[str, set[str]] = {}
+        for text in self.window_keys():
+            key = WindowKey.decode(text)
+            if key.segment:
+                out.setdefault(key.model, set()).add(key.segment)
+        return out
 
     def watermarks(self) -> dict[tuple[int, str], int]:
         out = {}

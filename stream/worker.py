@@ -85,7 +85,7 @@ class StreamWorker:
                                                     f"model {model!r} is not registered", idx, model))
                     frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
             await self._dead_letter(rejections)
-            plan = plan_batch(frame, self.snapshot, self.windows.watermarks())
+            plan = plan_batch(frame, self.snapshot, self.windows.watermarks(), self.windows.known_segments())
             missing = {g.key for g in plan.groups
                        if self.windows.get(g.key.encode()) is None and self.windows.may_be_stored(g.key)}
             loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}

@@ -116,3 +116,15 @@ def test_bad_messages_are_dead_lettered_with_reasons(embedded: Store) -> None:
     assert [hd["source-offset"] for _, hd in dead] == [b"10", b"11"]
     h.flush()
     assert h.stored()[("hourly", "")] == 10
+
+
+def test_segment_explosion_is_capped_into_other(embedded: Store) -> None:
+    h = Harness(embedded, "cap", max_segments=3)
+    h.run([RawMessage(orjson.dumps({"model": "cap", "timestamp": T0, "inputs": {"x": 1, "city": f"c{o % 7}"}}),
+                      0, o, 0) for o in range(70)])
+    h.flush()
+    stored = h.stored()
+    segments = {s for g, s in stored if g == "hourly" and s}
+    assert len(segments - {"__other__"}) == 3 and "__other__" in segments
+    assert sum(n for (g, s), n in stored.items() if g == "hourly" and s) == 70
+    assert stored[("hourly", "__other__")] == 40
