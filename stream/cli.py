@@ -142,9 +142,11 @@ def demo(
     stable_minutes: Annotated[float, typer.Option(help="minutes of baseline data before drift starts")] = 3.0,
 ) -> None:
     """Publish synthetic house-price events (with injected drift) to the events topic."""
-    from stream.demo import produce_demo
+    from stream.demo import produce_demo, register_demo_model
+    from stream.store import shared_store
 
     settings = Settings.from_env()
+    register_demo_model(shared_store(settings.clickhouse_url))
     asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"), rate, stable_minutes))
 
 
@@ -156,7 +158,7 @@ def run(
 ) -> None:
     """Local all-in-one: broker (noida-db, if none is reachable), embedded store, worker and API."""
     from api.keys import create_key
-    from stream.demo import produce_demo
+    from stream.demo import produce_demo, register_demo_model
     from stream.store import shared_store
 
     settings = Settings.from_env()
@@ -171,6 +173,7 @@ def run(
     key = create_key(store, "admin")
     threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api").start()
     if demo:
+        register_demo_model(store)
         threading.Thread(
             target=lambda: asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"))),
             daemon=True, name="demo-producer",

@@ -13,7 +13,20 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from stream.config import ConfigRepository, ModelConfig
+from stream.store import Store
+from stream.validations import Validation
+
 CITIES = ["Boston", "Seattle", "Austin", "Denver"]
+DEMO_MODEL = "house-price"
+
+
+def register_demo_model(store: Store) -> None:
+    """The demo model, segmented by city, with one validation, unless the user configured it already."""
+    repo = ConfigRepository(store)
+    if repo.get_model(DEMO_MODEL) is None:
+        repo.put_model(ModelConfig(name=DEMO_MODEL, segment_keys=["in.city"], granularity="hourly"))
+        repo.put_validation(DEMO_MODEL, Validation.create("expensive", 'pl.col("out.price") > 700000'))
 
 
 def demo_events(rng: np.random.Generator, n: int, drifted: bool, now_ms: int) -> list[dict[str, object]]:
@@ -27,7 +40,7 @@ def demo_events(rng: np.random.Generator, n: int, drifted: bool, now_ms: int) ->
     price = sqft * 250 + rng.normal(0, 20000, n)
     truth = price + rng.normal(0, 30000 if drifted else 10000, n)
     return [
-        {"model": "house-price", "timestamp": now_ms, "event_id": f"{now_ms}-{i}",
+        {"model": DEMO_MODEL, "timestamp": now_ms, "event_id": f"{now_ms}-{i}",
          "model_version": "v2" if drifted else "v1",
          "inputs": {"sqft": float(sqft[i]), "city": str(cities[i]),
                     "year_built": None if np.isnan(year[i]) else int(year[i])},
@@ -48,7 +61,7 @@ async def produce_demo(bootstrap: str, topic: str, rate: int = 50, stable_minute
         while stop is None or not stop.is_set():
             drifted = time.monotonic() - started > stable_minutes * 60
             for event in demo_events(rng, rate, drifted, int(time.time() * 1000)):
-                await producer.send(topic, orjson.dumps(event), key=b"house-price")
+                await producer.send(topic, orjson.dumps(event), key=DEMO_MODEL.encode())
             await asyncio.sleep(1.0)
     finally:
         await producer.stop()
