@@ -36,6 +36,17 @@ def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[by
                                 stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Terminate a child process gracefully, killing it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:

@@ -21,7 +21,7 @@ from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
 from stream.validations import Validation
-from tests.integration.helpers import eventually, spawn
+from tests.integration.helpers import eventually, spawn, stop
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -91,12 +91,7 @@ def worker_settings(settings: Settings, store: Store) -> Settings:
 def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = spawn(["worker", "--loglevel", "warn"], worker_settings, tmp_path / "worker.log")
     yield proc
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop(proc)
 
 
 def _profile(store: Store, model: str, window: int) -> DatasetProfile:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
 from stream.validations import Validation
-from tests.integration.helpers import eventually, http_get, metric_value, spawn
+from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _consume, _events, _expected, _produce, _window_counts
 
 
@@ -43,14 +42,7 @@ def _configure(store: Store, settings: Settings, models: tuple[str, ...] = ("hou
     asyncio.run(ensure_topics(settings))
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+_stop = stop  # kept for tests/integration/test_operations.py until it imports `stop` directly
 
 
 def _decoded(settings: Settings) -> float:
@@ -76,7 +68,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(settings: Set
         eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
         assert worker.poll() is None
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 @pytest.fixture
@@ -109,7 +101,7 @@ def test_store_down_for_a_while_then_back_loses_and_doubles_nothing(settings: Se
         store = Store.connect(settings.clickhouse_url)
         eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 def _hostile_messages(rng: np.random.Generator) -> list[tuple[bytes, list[tuple[str, bytes]], str]]:
@@ -162,7 +154,7 @@ def test_hostile_input_goes_to_the_dlq_and_good_events_all_count(settings: Setti
         assert dict(stored) == {r: expected_reasons.count(r) for r in set(expected_reasons)}
         assert worker.poll() is None
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 def test_config_changes_reach_a_running_worker_without_restart(settings: Settings, store: Store,
@@ -187,4 +179,4 @@ def test_config_changes_reach_a_running_worker_without_restart(settings: Setting
             timeout=30)
         assert logged <= expected  # none of the events before the change were judged by the new rule
     finally:
-        _stop(worker)
+        stop(worker)
