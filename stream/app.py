@@ -125,6 +125,10 @@ def create_app(settings: Settings) -> faust.App:
         member_id = getattr(getattr(consumer, "_coordinator", None), "member_id", "")
         record_member(settings.data_dir, app.conf.id, str(member_id or ""))
 
+    @app.timer(300.0)
+    async def compact_days() -> None:
+        await worker().compact_days()
+
     @app.timer(1.0)
     async def flush_windows() -> None:
         if await worker().flush(active_partitions()):

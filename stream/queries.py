@@ -257,6 +257,14 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
             merged[(seg, day)] = cached
         else:
             missing.append((seg, day))
+    fingerprints = {(seg, day): (n, v) for seg, day, n, v, _ in days}
+    whole = {(seg, day) for seg, day in missing if start_ms <= day * DAY_MS and (day + 1) * DAY_MS <= end_ms}
+    if whole:
+        for (seg, day), profile in _stored_rollups(store, model, granularity, whole, fingerprints).items():
+            merged[(seg, day)] = profile
+            n, v = fingerprints[(seg, day)]
+            _day_cache.put(_day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v), profile)
+        missing = [k for k in missing if k not in merged]
     if missing:
         fetched = store.query_arrow(
             "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, profile "
@@ -268,12 +276,13 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
         for seg, day, blob in zip(fetched.column("segment").to_pylist(), fetched.column("day").to_pylist(),
                                   fetched.column("profile").cast(pa.binary()).to_pylist(), strict=True):
             groups.setdefault((seg, int(day)), []).append(blob)
-        fingerprints = {(seg, day): (n, v) for seg, day, n, v, _ in days}
+        computed: dict[tuple[str, int], DatasetProfile] = {}
         for (seg, day), blobs in groups.items():
             profile = merge_blobs(blobs)
-            merged[(seg, day)] = profile
+            merged[(seg, day)] = computed[(seg, day)] = profile
             n, v = fingerprints[(seg, day)]
             _day_cache.put(_day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v), profile)
+        _store_rollups(store, model, granularity, {k: p for k, p in computed.items() if k in whole}, fingerprints)
     result: dict[str, tuple[int, DatasetProfile]] = {}
     per_segment: dict[str, list[DatasetProfile]] = {}
     for seg, day, *_ in days:
@@ -283,6 +292,38 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
         total = merge_profiles(profiles)
         result[seg] = (total.row_count, total)
     return result
+
+
+def _stored_rollups(store: Store, model: str, granularity: str, keys: set[tuple[str, int]],
+                    fingerprints: dict[tuple[str, int], tuple[int, int]]) -> dict[tuple[str, int], DatasetProfile]:
+    """Day merges persisted earlier whose fingerprint still matches the window rows."""
+    rows = store.query_rows(
+        f"SELECT segment, day, n, v, profile FROM {store.table('profile_rollups')} FINAL "
+        "WHERE model = {m:String} AND granularity = {g:String} "
+        "AND has({keys:Array(Tuple(String, Int64))}, (segment, day))",
+        {"m": model, "g": granularity, "keys": sorted(keys)}, binary=("profile",))
+    out = {}
+    for seg, day, n, v, blob in rows:
+        if fingerprints.get((seg, int(day))) == (int(n), int(v)):
+            out[(seg, int(day))] = DatasetProfile.from_bytes(blob)
+    return out
+
+
+def _store_rollups(store: Store, model: str, granularity: str, profiles: dict[tuple[str, int], DatasetProfile],
+                   fingerprints: dict[tuple[str, int], tuple[int, int]]) -> None:
+    """Persist whole-day merges so the next process (or cache miss) reads one row per day."""
+    now = datetime.now(UTC)
+    store.insert("profile_rollups", [
+        [model, granularity, seg, day, *fingerprints[(seg, day)], p.row_count, p.to_bytes(), now]
+        for (seg, day), p in profiles.items()
+    ], ["model", "granularity", "segment", "day", "n", "v", "row_count", "profile", "written_at"])
+
+
+def compact_days(store: Store, model: str, granularity: str, now_ms: int, days_back: int = 35) -> None:
+    """Merge and persist every whole past day of the last `days_back` days (a background job of the
+    worker), so long-range queries find day merges ready even in a fresh API process."""
+    today = now_ms // DAY_MS * DAY_MS
+    rollup(store, model, granularity, today - days_back * DAY_MS, today, None)
 
 
 def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: int) -> list[str]:

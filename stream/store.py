@@ -113,6 +113,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             result String, created_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (assay_id, window_start)""",
     ]),
+    (4, [
+        # Whole-day merges of window profiles (stream/queries.py rollup): a long-range query merges
+        # ~30 day profiles instead of ~720 hourly partition rows. `n`/`v` fingerprint the window rows
+        # a day was merged from (count, sum of versions); a stale fingerprint is recomputed.
+        """CREATE TABLE IF NOT EXISTS {db}.profile_rollups (
+            model LowCardinality(String), granularity LowCardinality(String), segment String, day Int64,
+            n UInt64, v UInt64, row_count UInt64, profile String, written_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(written_at) ORDER BY (model, granularity, segment, day)""",
+    ]),
 ]
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TypeVar
 
-from stream import metrics
+from stream import metrics, queries
 from stream.config import ConfigRepository, ConfigSnapshot, ModelConfig
 from stream.decode import RawMessage, Rejection, decode_messages
 from stream.pipeline import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
@@ -130,6 +130,17 @@ class StreamWorker:
                 log.warning("store unavailable (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -- background ----------------------------------------------------------------------------
+    async def compact_days(self, now_ms: int | None = None) -> None:
+        """Persist whole-day merges of past windows for every model (fast long-range queries)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        for state in list(self.snapshot.models.values()):
+            try:
+                await asyncio.to_thread(queries.compact_days, self.store, state.model.name,
+                                        state.model.granularity, now_ms)
+            except StoreError as exc:
+                log.warning("day compaction of %s failed (retried later): %s", state.model.name, exc)
 
     # -- flushing ------------------------------------------------------------------------------
     async def flush(self, partitions: Iterable[int] | None = None, now: float | None = None) -> int:
