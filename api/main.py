@@ -7,8 +7,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
-from api.routers import anomalies, events, health, models, profiles, review, validations
+from api import errors, observability
+from api.routers import (
+    alert_rules,
+    anomalies,
+    assays,
+    events,
+    health,
+    models,
+    monitor_config,
+    profiles,
+    reference_profiles,
+    review,
+    validations,
+)
 from api.routers.events import DEFAULT_MAX_BODY, ProducerHolder
 from stream.settings import Settings
 
@@ -27,7 +39,10 @@ def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_M
     app.state.max_body_bytes = max_body_bytes
     app.state.producer = ProducerHolder(settings)
     errors.install(app)
+    observability.install(app)
     app.include_router(health.router)
     for module in (models, validations, profiles, events, anomalies, review):
+        app.include_router(module.router)
+    for module in (monitor_config, alert_rules, reference_profiles, assays):
         app.include_router(module.router)
     return app

@@ -15,6 +15,8 @@ import faust
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream import metrics
+from stream.analysis.engine import analysis_tick
 from stream.decode import RawMessage
 from stream.membership import record_member
 from stream.settings import Settings
@@ -84,7 +86,7 @@ def create_app(settings: Settings) -> faust.App:
     events = app.topic(settings.topic("events"), value_type=bytes, value_serializer="raw",
                        key_type=bytes, key_serializer="raw", partitions=settings.partitions)
     side_topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
-                   for name in ("dlq", "anomalies")}
+                   for name in ("dlq", "anomalies", "alerts")}
     # Values are text (base64 of the binary window state): Faust's changelog recovery decodes
     # table values as JSON text whatever the declared serializer, so raw bytes do not survive it.
     windows = app.Table("windows", partitions=settings.partitions, key_type=str, value_type=str)
@@ -124,6 +126,27 @@ def create_app(settings: Settings) -> faust.App:
         consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
         member_id = getattr(getattr(consumer, "_coordinator", None), "member_id", "")
         record_member(settings.data_dir, app.conf.id, str(member_id or ""))
+
+    @app.timer(5.0)
+    async def sample_lag() -> None:
+        """Lag per assigned events partition: end offset minus the next offset to read."""
+        tps = [tp for tp in app.consumer.assignment() if tp.topic == events.get_topic_name()]
+        try:
+            ends = await app.consumer.highwaters(*tps) if tps else {}
+        except Exception as exc:  # broker unreachable: keep the previous sample
+            log.debug("lag sample failed: %s", exc)
+            return
+        metrics.CONSUMER_LAG.clear()
+        consumer: Any = app.consumer  # Faust keeps read/committed positions in (untyped) private maps
+        for tp in tps:
+            read = consumer._read_offset.get(tp)  # last offset handed to the agent
+            upcoming = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
+            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, ends[tp] - upcoming))
+
+    @app.timer(60.0, on_leader=True)
+    async def analyze() -> None:
+        """WhyLabs analyzers + monitors and Arthur alert rules, once a minute, on one worker."""
+        await analysis_tick(shared_store(settings.clickhouse_url), publish, settings.topic("alerts"))
 
     @app.timer(300.0)
     async def compact_days() -> None:

@@ -188,6 +188,10 @@ def _flatten_arrow(model: str, table: pa.Table) -> pa.Table:
         raise IngestError(f"body: duplicate column names after flattening: {names}")
     table = table.rename_columns(names)
     if "model" in names:
+        column = table.column("model")
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type)):
+            raise IngestError(f"body: column 'model' must be text, not {column.type}")
         others = {m for m in table.column("model").to_pylist() if m is not None}
         if others - {model}:
             raise IngestError(f"body: column 'model' names {sorted(others - {model})} but was posted to {model!r}")

@@ -13,3 +13,8 @@ LATE_EVENTS = Counter("driftline_late_events_total", "Events that arrived after 
 REPLAYED_SKIPPED = Counter("driftline_replayed_events_skipped_total",
                            "Replayed events skipped because their window state already holds them")
 ANOMALIES = Counter("driftline_anomalies_total", "Events failing at least one validation")
+CONSUMER_LAG = Gauge("driftline_consumer_lag", "Events-topic messages not yet read, per assigned partition",
+                     ["partition"])
+OPEN_SEGMENTS = Gauge("driftline_open_segments", "Distinct (model, segment) pairs with an open window")
+VALIDATIONS_EVALUATED = Counter("driftline_validations_evaluated_total",
+                                "Validation checks run (events x validations)", ["model"])

@@ -20,6 +20,7 @@ from stream.pipeline import WindowTable, anomaly_message, apply_plan, due_window
 from stream.settings import Settings
 from stream.sink import Sink
 from stream.store import Store, StoreError
+from stream.windows import WindowKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +71,13 @@ class StreamWorker:
     async def process(self, messages: list[RawMessage]) -> None:
         """decode → dead-letter the bad → profile the good into window states → publish anomalies."""
         metrics.EVENTS_CONSUMED.inc(len(messages))
+        # After a rebalance the consumer seeks back to the committed offset while records fetched
+        # before it may still be buffered: one batch can hold the same record twice. Offset fencing
+        # works across batches; within a batch we keep the first copy of each record.
+        first: dict[tuple[int, int], RawMessage] = {}
+        for m in messages:
+            first.setdefault((m.partition, m.offset), m)
+        messages = list(first.values())
         async with self._lock:
             if not self.snapshot.version:
                 await self.refresh_config()
@@ -92,6 +100,9 @@ class StreamWorker:
             applied = apply_plan(self.windows, plan, self.snapshot, loaded)
             for model, count in frame.get_column("model").value_counts().rows() if frame.height else []:
                 metrics.EVENTS_DECODED.labels(model=model).inc(count)
+                state = self.snapshot.models.get(model)
+                if state is not None and len(state.validations):
+                    metrics.VALIDATIONS_EVALUATED.labels(model=model).inc(count * len(state.validations))
             metrics.LATE_EVENTS.inc(applied.late)
             metrics.REPLAYED_SKIPPED.inc(applied.skipped_replayed)
             anomalies = applied.new_anomalies(plan)
@@ -111,7 +122,8 @@ class StreamWorker:
                        "source-topic": self.sink.source_topic.encode(),
                        "source-partition": str(r.message.partition).encode(),
                        "source-offset": str(r.message.offset).encode(), "batch-index": str(r.index).encode()}
-            value = r.message.value if r.index == 0 else _line(r.message.value, r.index)
+            is_batch = (r.message.header("content-type") or "").startswith("application/x-ndjson")
+            value = _line(r.message.value, r.index) if is_batch else r.message.value
             await self.publish(self.settings.topic("dlq"), None, value, headers)
         await self._retry(lambda: self.sink.write_dead_letters(rejections))
 
@@ -152,7 +164,7 @@ class StreamWorker:
             if any(not d.close for d in due) or now - self._last_open_flush >= self.flush_open_every:
                 self._last_open_flush = now
             if not due:
-                metrics.OPEN_WINDOWS.set(len(self.windows.window_keys(partitions)))
+                self._gauge_open(partitions)
                 return 0
             started = time.perf_counter()
             try:
@@ -170,8 +182,13 @@ class StreamWorker:
                     self.windows.note_dropped(item.key)
                 else:
                     self.windows.dirty.discard(text)
-            metrics.OPEN_WINDOWS.set(len(self.windows.window_keys(partitions)))
+            self._gauge_open(partitions)
             return written
+
+    def _gauge_open(self, partitions: Iterable[int] | None) -> None:
+        keys = [WindowKey.decode(k) for k in self.windows.window_keys(partitions)]
+        metrics.OPEN_WINDOWS.set(len(keys))
+        metrics.OPEN_SEGMENTS.set(len({(k.model, k.segment) for k in keys}))
 
 
 def _line(value: bytes, index: int) -> bytes:

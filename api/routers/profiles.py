@@ -13,6 +13,7 @@ from sketches import ColumnProfile, DatasetProfile
 from sketches.drift import column_distance
 from stream import queries
 from stream.config import GRANULARITY_MS, Granularity, ModelConfig
+from stream.references import ReferenceStore
 from stream.store import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
@@ -79,11 +80,17 @@ def drift(
     if reference is not None:
         if baseline_start is not None or baseline_end is not None:
             raise HTTPException(422, "give either reference or baseline_start/baseline_end, not both")
-        raise HTTPException(404, f"unknown reference profile {reference[:100]!r}")
-    if baseline_start is None or baseline_end is None:
-        raise HTTPException(422, "baseline_start and baseline_end (or reference) are required")
-    b_start, b_end = time_range(baseline_start, baseline_end, GRANULARITY_MS[gran], "baseline_")
-    baseline = _merged(store, config.name, gran, b_start, b_end, segment)
+        ref_profile = ReferenceStore(store).get_profile(config.name, reference)
+        if ref_profile is None:
+            raise HTTPException(404, f"unknown reference profile {reference[:100]!r}")
+        baseline = ref_profile
+        baseline_out = RangeOut(reference=reference, row_count=baseline.row_count)
+    else:
+        if baseline_start is None or baseline_end is None:
+            raise HTTPException(422, "baseline_start and baseline_end (or reference) are required")
+        b_start, b_end = time_range(baseline_start, baseline_end, GRANULARITY_MS[gran], "baseline_")
+        baseline = _merged(store, config.name, gran, b_start, b_end, segment)
+        baseline_out = RangeOut(start=iso(b_start), end=iso(b_end), row_count=baseline.row_count)
     names = column_list(columns) or sorted(set(baseline.columns) | set(target.columns))
     out: dict[str, ColumnDrift] = {}
     for name in names:
@@ -94,7 +101,7 @@ def drift(
         ref = b if b.inferred_type != "null" else t
         out[name] = ColumnDrift(distance=column_distance(algorithm, b, t), discrete=ref.is_discrete)
     return DriftOut(model=config.name, algorithm=algorithm, segment=segment,
-                    baseline=RangeOut(start=iso(b_start), end=iso(b_end), row_count=baseline.row_count),
+                    baseline=baseline_out,
                     target=RangeOut(start=iso(t_start), end=iso(t_end), row_count=target.row_count),
                     columns=out)
 

@@ -42,9 +42,6 @@ def _configure(store: Store, settings: Settings, models: tuple[str, ...] = ("hou
     asyncio.run(ensure_topics(settings))
 
 
-_stop = stop  # kept for tests/integration/test_operations.py until it imports `stop` directly
-
-
 def _decoded(settings: Settings) -> float:
     status, body = http_get(f"http://127.0.0.1:{settings.worker_web_port}/metrics")
     return metric_value(body.decode(), "driftline_events_decoded_total") if status == 200 else -1.0

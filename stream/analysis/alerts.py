@@ -1,0 +1,271 @@
+"""Monitors turn analyzer results into alerts on the alerts topic (and optional webhooks).
+
+Alert message schema ``driftline.alert/v1``
+==========================================
+
+Every alert is one JSON object on the ``<prefix>alerts`` topic, key = the model name (UTF-8), headers
+``schema: driftline.alert/v1`` and ``alert-id: <alert_id>``::
+
+    {
+      "schema": "driftline.alert/v1",        # bumped on incompatible changes; fields are only added
+      "alert_id": "5c0f…",                   # deterministic (sha256 of what the alert is about): a
+                                             # consumer can de-duplicate redeliveries on it
+      "source": "monitor" | "rule",
+      "model": "house",
+      "monitor_id": "drift-monitor",         # monitors (null for rules)
+      "rule_id": null,                       # alert rules (null for monitors)
+      "severity": "3" | "warning" | "critical",   # WhyLabs monitor severity as text, Arthur rule severity
+      "mode": "EVERY_ANOMALY" | "DIGEST" | "RULE",
+      "dataset_timestamp": 1763805600000,    # epoch ms: target batch start (EVERY_ANOMALY), the latest
+                                             # batch of the digest (DIGEST), evaluation minute (RULE)
+      "dataset_timestamps": [1763805600000], # every batch in the alert, ascending
+      "anomalies": [                         # one entry (EVERY_ANOMALY) or all of the run (DIGEST)
+        {"analyzer_id", "analyzer_type", "column" (null = dataset level), "segment" ("" = overall,
+         else "k=v&k2=v2"), "dataset_timestamp", "metric", "value", "weight",
+         "threshold" / "upper" / "lower" / "baseline_value" / "baseline_mean" / "baseline_stddev" /
+         "factor" / "algorithm" / "n_consecutive" (those that apply), "reason"}
+      ],
+      "rule": {...},                         # RULE only: metric_id, metric_name, bound, threshold,
+                                             # value, lookback_period, window_start, window_end
+      "created_at": 1763812800123            # epoch ms
+    }
+
+Monitor semantics (WhyLabs): a monitor takes the anomalous results of its ``analyzerIds`` from the
+run, keeps those passing its ``mode.filter`` (``includeColumns`` / ``excludeColumns`` — exact names or
+``*``, applied to column-level anomalies; ``includeMetrics`` / ``excludeMetrics``; ``minWeight`` /
+``maxWeight`` against the model's ``column_weights`` — a column without a weight fails a weight
+filter), drops anomalies whose dataset timestamp is older than ``now - datasetTimestampOffset`` or
+inside the monitor schedule's ``exclusionRanges``; disabled monitors send nothing.
+``EVERY_ANOMALY`` sends one alert per anomaly; ``DIGEST`` one alert per monitor and run with all of
+them.  Alerts are recorded in the ``alerts`` table first (``published = 0``), then sent, then marked
+``published = 1``; an alert id already published is never sent again (re-runs, late data that does
+not change the verdict), and :func:`publish_pending` resends those left unpublished by a failure.
+
+Webhook actions (``{"type": "webhook", "target": "https://…"}``) POST the same JSON; failures are
+retried with exponential backoff (:data:`WEBHOOK_ATTEMPTS` attempts, first delay
+:data:`WEBHOOK_BACKOFF` seconds, doubling) and then logged — they never block the alerts topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from stream.analysis.monitor_config import AnomalyFilter, Monitor, MonitorDocument, parse_duration
+from stream.analysis.store import (
+    AlertRecord,
+    ResultRecord,
+    alert_ids_present,
+    unpublished_alerts,
+    write_alerts,
+)
+from stream.store import Store
+
+__all__ = [
+    "SCHEMA",
+    "WEBHOOK_ATTEMPTS",
+    "WEBHOOK_BACKOFF",
+    "Publish",
+    "alert_id",
+    "build_monitor_alerts",
+    "filter_anomalies",
+    "post_webhook",
+    "process_monitors",
+    "publish_alerts",
+    "publish_pending",
+]
+
+log = logging.getLogger(__name__)
+SCHEMA = "driftline.alert/v1"
+WEBHOOK_ATTEMPTS = 4
+WEBHOOK_BACKOFF = 0.5
+Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]]
+
+
+def alert_id(*parts: Any) -> str:
+    """Deterministic id of an alert: sha256 of its identifying parts (hex, 32 chars)."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def _weight_ok(weight: float | None, f: AnomalyFilter) -> bool:
+    if f.minWeight is None and f.maxWeight is None:
+        return True
+    if weight is None:
+        return False
+    if f.minWeight is not None and weight < float(f.minWeight):
+        return False
+    return not (f.maxWeight is not None and weight > float(f.maxWeight))
+
+
+def filter_anomalies(monitor: Monitor, results: Sequence[ResultRecord], now_ms: int) -> list[ResultRecord]:
+    """The anomalous results a monitor alerts on (see the module docstring for the rules)."""
+    if monitor.disabled:
+        return []
+    mode = monitor.mode
+    f = mode.filter or AnomalyFilter()
+    offset = mode.datasetTimestampOffset
+    oldest = now_ms - int(parse_duration(offset).total_seconds() * 1000) if offset else None
+    exclusions = monitor.schedule.exclusionRanges or []
+    out = []
+    for r in results:
+        if not r.anomaly or r.analyzer_id not in monitor.analyzerIds:
+            continue
+        if oldest is not None and r.dataset_timestamp < oldest:
+            continue
+        if exclusions and any(x.contains(_dt(r.dataset_timestamp)) for x in exclusions):
+            continue
+        if r.column:
+            if f.includeColumns is not None and "*" not in f.includeColumns and r.column not in f.includeColumns:
+                continue
+            if f.excludeColumns and ("*" in f.excludeColumns or r.column in f.excludeColumns):
+                continue
+            if not _weight_ok(r.weight, f):
+                continue
+        if f.includeMetrics is not None and r.metric not in f.includeMetrics:
+            continue
+        if f.excludeMetrics and r.metric in f.excludeMetrics:
+            continue
+        out.append(r)
+    return sorted(out, key=lambda r: (r.dataset_timestamp, r.analyzer_id, r.segment, r.column))
+
+
+def _dt(ms: int) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _message(aid: str, model: str, monitor: Monitor, mode: str, anomalies: Sequence[ResultRecord],
+             created: int) -> dict[str, Any]:
+    stamps = sorted({a.dataset_timestamp for a in anomalies})
+    return {
+        "schema": SCHEMA, "alert_id": aid, "source": "monitor", "model": model, "monitor_id": monitor.id,
+        "rule_id": None, "severity": str(monitor.effective_severity), "mode": mode,
+        "dataset_timestamp": stamps[-1], "dataset_timestamps": stamps,
+        "anomalies": [a.anomaly_json() for a in anomalies], "created_at": created,
+    }
+
+
+def build_monitor_alerts(model: str, doc: MonitorDocument, results: Sequence[ResultRecord], now_ms: int,
+                         created_ms: int | None = None) -> list[tuple[Monitor, AlertRecord]]:
+    """Alerts of every monitor for these results (not yet de-duplicated against the store)."""
+    created = int(time.time() * 1000) if created_ms is None else created_ms
+    out: list[tuple[Monitor, AlertRecord]] = []
+    for monitor in doc.monitors:
+        anomalies = filter_anomalies(monitor, results, now_ms)
+        if not anomalies:
+            continue
+        mode = monitor.mode.type
+        groups: list[list[ResultRecord]] = [anomalies] if mode == "DIGEST" else [[a] for a in anomalies]
+        for group in groups:
+            keys = sorted((a.analyzer_id, a.segment, a.column, a.dataset_timestamp) for a in group)
+            aid = alert_id(model, monitor.id, mode, keys)
+            body = _message(aid, model, monitor, mode, group, created)
+            out.append((monitor, AlertRecord(aid, model, "monitor", monitor.id, "", body["severity"], mode,
+                                             body["dataset_timestamp"], body, False, created)))
+    return out
+
+
+async def post_webhook(url: str, body: Mapping[str, Any], attempts: int = WEBHOOK_ATTEMPTS,
+                       backoff: float | None = None, timeout: float = 5.0) -> bool:
+    """POST JSON with retries and exponential backoff; True once a 2xx answer came back.
+
+    5xx, 408, 429 and connection errors are retried; other 4xx answers are final."""
+    delay = WEBHOOK_BACKOFF if backoff is None else backoff
+    data = orjson.dumps(body, default=str)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await client.post(url, content=data, headers={
+                    "content-type": "application/json", "x-driftline-schema": SCHEMA})
+                if 200 <= response.status_code < 300:
+                    return True
+                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                    log.warning("webhook %s refused the alert (%d), not retrying", url, response.status_code)
+                    return False
+                log.warning("webhook %s answered %d (attempt %d)", url, response.status_code, attempt)
+            except httpx.HTTPError as exc:
+                log.warning("webhook %s failed (attempt %d): %s", url, attempt, exc)
+            if attempt < attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+    return False
+
+
+async def publish_alerts(store: Store, alerts: Sequence[AlertRecord], publish: Publish, topic: str,
+                         webhooks: Mapping[str, Sequence[str]] | None = None) -> list[AlertRecord]:
+    """Record, send and mark alerts not published before; returns those sent now."""
+    if not alerts:
+        return []
+    done = await asyncio.to_thread(alert_ids_present, store, [a.alert_id for a in alerts])
+    fresh = [a for a in alerts if a.alert_id not in done]
+    unique: dict[str, AlertRecord] = {}
+    for a in fresh:
+        unique.setdefault(a.alert_id, a)
+    fresh = list(unique.values())
+    if not fresh:
+        return []
+    await asyncio.to_thread(write_alerts, store, fresh)
+    sent: list[AlertRecord] = []
+    for a in fresh:
+        try:
+            await publish(topic, a.model.encode(), orjson.dumps(a.body, default=str),
+                          {"schema": SCHEMA.encode(), "alert-id": a.alert_id.encode()})
+        except Exception:
+            log.exception("publishing alert %s failed; it stays pending", a.alert_id)
+            continue
+        a.published = True
+        a.created_at += 1  # the newer row wins in the ReplacingMergeTree
+        sent.append(a)
+    if sent:
+        await asyncio.to_thread(write_alerts, store, sent)
+    posts = [post_webhook(url, a.body) for a in sent for url in (webhooks or {}).get(a.alert_id, ())]
+    if posts:
+        await asyncio.gather(*posts)
+    return sent
+
+
+async def publish_pending(store: Store, publish: Publish, topic: str) -> list[AlertRecord]:
+    """Resend alerts recorded but never acknowledged by the topic (crash or broker outage)."""
+    pending = await asyncio.to_thread(unpublished_alerts, store)
+    sent = []
+    for a in pending:
+        try:
+            await publish(topic, a.model.encode(), orjson.dumps(a.body, default=str),
+                          {"schema": SCHEMA.encode(), "alert-id": a.alert_id.encode()})
+        except Exception:
+            log.exception("publishing pending alert %s failed", a.alert_id)
+            continue
+        a.published = True
+        a.created_at = int(time.time() * 1000)
+        sent.append(a)
+    if sent:
+        await asyncio.to_thread(write_alerts, store, sent)
+    return sent
+
+
+async def process_monitors(store: Store, model: str, doc: MonitorDocument, results: Sequence[ResultRecord],
+                           publish: Publish, topic: str, *, now_ms: int,
+                           column_weights: Mapping[str, float] | None = None) -> list[AlertRecord]:
+    """Every monitor of ``doc`` over the results of one run → alerts on ``topic`` (+ webhooks).
+
+    ``column_weights`` fills in weights of results stored without one (weights changed since).
+    """
+    if column_weights:
+        for r in results:
+            if r.column and r.weight is None:
+                r.weight = column_weights.get(r.column)
+    pairs = build_monitor_alerts(model, doc, results, now_ms)
+    webhooks: dict[str, list[str]] = {}
+    for monitor, alert in pairs:
+        urls = [a.target for a in monitor.actions or () if a.type == "webhook" and a.target]
+        if urls:
+            webhooks[alert.alert_id] = urls
+    return await publish_alerts(store, [a for _, a in pairs], publish, topic, webhooks)

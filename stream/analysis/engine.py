@@ -1,0 +1,530 @@
+"""Batch analysis: run a model's WhyLabs analyzers over its stored window profiles.
+
+:func:`run_analysis` is a pure function of the store contents, the monitor document and ``now``
+(epoch ms); it stores one ``analyzer_results`` row per (analyzer, segment, column, target batch) —
+anomalous or not — and returns the new results.  :func:`analysis_tick` is what the worker's timer
+calls: every model's analyzers, then its monitors and Arthur alert rules.
+
+Target batches (one batch = one window of the model's granularity, ``dataset_timestamp`` = its start):
+
+* **ready** when ``window end + dataReadinessDuration <= now``; with the document's
+  ``allowPartialTargetBatches`` a batch is analyzed as soon as it has data (and again whenever more
+  arrives, see below);
+* **candidates** are the ready batches inside the backfill grace period ``[now -
+  backfillGracePeriodDuration, now)`` (default :data:`DEFAULT_BACKFILL_GRACE`; ``since_ms`` overrides
+  the start, e.g. to analyze history);
+* batches inside the analyzer schedule's ``exclusionRanges`` are skipped;
+* a candidate is (re-)analyzed when its fingerprint (sum of the partition rows' ``version``, which
+  grows with every flush of late data) or the analyzer's config hash differs from what its stored
+  result saw — so late data and edited analyzers re-trigger analysis, unchanged batches never do;
+* batches without data produce no result, except for ``missingDatapoint`` (value 1) — counted from
+  the first batch that has data in the grace period; ``secondsSinceLastUpload`` is evaluated on the
+  latest ready batch at every run.
+
+Baselines (same segment as the target): ``TrailingWindow(size, offset)`` = the ``size`` batches
+ending ``offset`` batches before the target (default offset 1 = the previous batch; 0 includes the
+target), minus the baseline's ``exclusionRanges``; ``TimeRange`` = the batches in the range;
+``Reference(profileId)`` = ``load_reference(profileId)`` (one profile); ``CurrentBatch`` = the target.
+Per-batch values feed stddev / drift (minBatchSize counts batches with data); the merged baseline
+feeds diff / comparison / frequent_string_comparison / column_list.  ``nConsecutive`` of fixed
+analyzers reads the metric of the ``n - 1`` batches before the target from their profiles.
+
+Segments: a target segment with fewer keys than the stored segments is rolled up from its members
+(:func:`stream.analysis.target_matrix.segment_members`).  Unsupported analyzer types (seasonal,
+conjunction, …) and cron schedules are accepted in documents but not evaluated (cron: treated as
+"every batch").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sketches import ColumnProfile, DatasetProfile
+from sketches.segments import segment_name
+from stream.analysis.analyzers import (
+    AnalyzerResult,
+    analyzer_type,
+    evaluate_column_list,
+    evaluate_comparison,
+    evaluate_diff,
+    evaluate_drift,
+    evaluate_fixed,
+    evaluate_frequent_string_comparison,
+    evaluate_list_comparison,
+    evaluate_stddev,
+    merge_columns,
+)
+from stream.analysis.metrics import UnknownMetricError, canonical_metric, metric_value
+from stream.analysis.monitor_config import (
+    Analyzer,
+    ColumnListConfig,
+    ColumnMatrix,
+    ComparisonConfig,
+    CurrentBatchBaseline,
+    DatasetMatrix,
+    DiffConfig,
+    DriftConfig,
+    FixedConfig,
+    FrequentStringComparisonConfig,
+    ListComparisonConfig,
+    MonitorDocument,
+    ReferenceBaseline,
+    StddevConfig,
+    TimeRange,
+    TimeRangeBaseline,
+    TrailingWindowBaseline,
+    parse_duration,
+)
+from stream.analysis.store import (
+    BatchKey,
+    ResultRecord,
+    batch_fingerprints,
+    hash64,
+    last_upload_ms,
+    load_batches,
+    stored_result_versions,
+    write_results,
+)
+from stream.analysis.target_matrix import SegmentKey, resolve_columns, resolve_segments, segment_members
+from stream.queries import merge_profiles
+from stream.store import Store
+
+__all__ = [
+    "DEFAULT_BACKFILL_GRACE",
+    "LoadReference",
+    "analysis_tick",
+    "batch_end",
+    "batch_floor",
+    "batch_shift",
+    "run_analysis",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKFILL_GRACE = dt.timedelta(days=7)
+LoadReference = Callable[[str], DatasetProfile | None]
+Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]]
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+_FIXED = {"minute": MINUTE, "hourly": HOUR, "daily": DAY}
+_WEEK_ORIGIN = 4 * DAY  # 1970-01-05 was a Monday: weeks start on Monday (polars' "1w" truncation)
+
+
+# ------------------------------------------------------------------------------------------------ batch grid
+def batch_floor(ts_ms: int, granularity: str) -> int:
+    """Start of the batch (window) holding ``ts_ms``."""
+    if granularity in _FIXED:
+        size = _FIXED[granularity]
+        return ts_ms // size * size
+    if granularity == "weekly":
+        return (ts_ms - _WEEK_ORIGIN) // (7 * DAY) * (7 * DAY) + _WEEK_ORIGIN
+    if granularity == "monthly":
+        d = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+        return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def batch_shift(ws_ms: int, granularity: str, n: int) -> int:
+    """Start of the batch ``n`` batches after (negative: before) the batch starting at ``ws_ms``."""
+    if granularity in _FIXED:
+        return ws_ms + n * _FIXED[granularity]
+    if granularity == "weekly":
+        return ws_ms + n * 7 * DAY
+    if granularity == "monthly":
+        d = dt.datetime.fromtimestamp(ws_ms / 1000, dt.UTC)
+        months = d.year * 12 + (d.month - 1) + n
+        return int(dt.datetime(months // 12, months % 12 + 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def batch_end(ws_ms: int, granularity: str) -> int:
+    return batch_shift(ws_ms, granularity, 1)
+
+
+def _ts(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _in_ranges(ms: int, ranges: Sequence[TimeRange] | None) -> bool:
+    return bool(ranges) and any(r.contains(_ts(ms)) for r in ranges or ())
+
+
+def _duration_ms(text: str | None, default: dt.timedelta | None = None) -> int:
+    if text is None:
+        return 0 if default is None else int(default.total_seconds() * 1000)
+    return int(parse_duration(text).total_seconds() * 1000)
+
+
+# ------------------------------------------------------------------------------------------------ profiles
+@dataclass
+class _Profiles:
+    """Per-run cache of batch fingerprints and merged batch profiles of one model."""
+
+    store: Store
+    model: str
+    granularity: str
+    loaded: dict[BatchKey, DatasetProfile | None] = field(default_factory=dict)
+    rolled: dict[tuple[tuple[str, ...], int], DatasetProfile | None] = field(default_factory=dict)
+
+    def get(self, keys: Sequence[BatchKey]) -> None:
+        missing = [k for k in keys if k not in self.loaded]
+        if missing:
+            found = load_batches(self.store, self.model, self.granularity, missing)
+            for k in missing:
+                self.loaded[k] = found.get(k)
+
+    def batch(self, members: Sequence[str], ws: int) -> DatasetProfile | None:
+        """The (rolled-up) profile of a target segment at one batch; None when it has no data."""
+        key = (tuple(members), ws)
+        if key not in self.rolled:
+            self.get([(m, ws) for m in members])
+            parts = [p for m in members if (p := self.loaded.get((m, ws))) is not None]
+            self.rolled[key] = None if not parts else parts[0] if len(parts) == 1 else merge_profiles(parts)
+        return self.rolled[key]
+
+
+@dataclass
+class _Job:
+    segment: SegmentKey
+    members: list[str]
+    ws: int
+    fingerprint: int
+    has_data: bool
+
+
+class _Seen:
+    """Batches evaluated in this process that produced no stored result (no resolvable column, empty
+    target column): remembered with their fingerprint so a timer does not re-load them every tick."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[int, int] | None:
+        return self.items.get(key)
+
+    def put(self, key: tuple[Any, ...], value: tuple[int, int]) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
+_seen_empty = _Seen()
+
+
+def _config_hash(analyzer: Analyzer, granularity: str) -> int:
+    body = orjson.dumps(analyzer.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+    return hash64(f"{granularity}|{body}") >> 1  # fits Int64 too
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def _metric(metric: str, profile: DatasetProfile | None, column: str | None) -> float | str | None:
+    if profile is None:
+        return None
+    if column is None:
+        return metric_value(metric, profile=profile)
+    col = profile.columns.get(column)
+    if col is None:
+        return None
+    return metric_value(metric, column=col, profile=profile, column_name=column)
+
+
+def _column(profile: DatasetProfile | None, column: str | None) -> ColumnProfile | None:
+    if profile is None or column is None:
+        return None
+    return profile.columns.get(column)
+
+
+def _failed(kind: str, metric: str | None, failure: str, reason: str) -> AnalyzerResult:
+    return AnalyzerResult(kind, metric, False, reason, failure=failure)
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def run_analysis(
+    store: Store,
+    model: str,
+    doc: MonitorDocument,
+    now_ms: int,
+    granularity: str = "hourly",
+    *,
+    load_reference: LoadReference | None = None,
+    column_weights: Mapping[str, float] | None = None,
+    schema: Mapping[str, Mapping[str, Any]] | None = None,
+    since_ms: int | None = None,
+    analyzer_ids: Sequence[str] | None = None,
+) -> list[ResultRecord]:
+    """Analyze every ready target batch of every enabled analyzer; store and return the new results.
+
+    ``granularity`` is the model's (its ``profiles`` rows); ``column_weights`` (ModelConfig) are stored
+    with each result for monitor weight filters; ``schema`` overrides inferred column groups.
+    """
+    profiles = _Profiles(store, model, granularity)
+    created = int(time.time() * 1000)
+    out: list[ResultRecord] = []
+    for analyzer in doc.analyzers:
+        if analyzer.disabled or not analyzer.is_runnable:
+            continue
+        if analyzer_ids is not None and analyzer.id not in analyzer_ids:
+            continue
+        try:
+            out.extend(_run_analyzer(store, profiles, model, doc, analyzer, now_ms, granularity, created,
+                                     load_reference, column_weights or {}, schema, since_ms))
+        except Exception:  # one broken analyzer must not stop the others
+            log.exception("analyzer %s of model %s failed", analyzer.id, model)
+    write_results(store, out)
+    return out
+
+
+def _candidates(doc: MonitorDocument, analyzer: Analyzer, now_ms: int, granularity: str,
+                since_ms: int | None) -> list[int]:
+    grace = _duration_ms(analyzer.backfillGracePeriodDuration, DEFAULT_BACKFILL_GRACE)
+    readiness = _duration_ms(analyzer.dataReadinessDuration)
+    start = batch_floor(since_ms if since_ms is not None else now_ms - grace, granularity)
+    partial = bool(doc.allowPartialTargetBatches)
+    exclusions = analyzer.schedule.exclusionRanges if analyzer.schedule is not None else None
+    out, ws = [], start
+    while ws <= now_ms:
+        ready = ws <= now_ms if partial else batch_end(ws, granularity) + readiness <= now_ms
+        if not ready:
+            break
+        if not _in_ranges(ws, exclusions):
+            out.append(ws)
+        ws = batch_shift(ws, granularity, 1)
+    return out
+
+
+def _baseline_batches(baseline: Any, ws: int, granularity: str) -> list[int] | None:
+    """Batch starts of a TrailingWindow / TimeRange baseline, oldest first (None: not batch based)."""
+    if isinstance(baseline, TrailingWindowBaseline):
+        offset = 1 if baseline.offset is None else baseline.offset
+        starts = [batch_shift(ws, granularity, -k) for k in range(offset + baseline.size - 1, offset - 1, -1)]
+        return [s for s in starts if not _in_ranges(s, baseline.exclusionRanges)]
+    if isinstance(baseline, TimeRangeBaseline):
+        lo, hi = baseline.range.bounds()
+        lo_ms, hi_ms = int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
+        s, starts = batch_floor(lo_ms, granularity), []
+        while s < hi_ms:
+            starts.append(s)
+            s = batch_shift(s, granularity, 1)
+        return starts
+    return None
+
+
+def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDocument, analyzer: Analyzer,
+                  now_ms: int, granularity: str, created: int, load_reference: LoadReference | None,
+                  weights: Mapping[str, float], schema: Mapping[str, Mapping[str, Any]] | None,
+                  since_ms: int | None) -> list[ResultRecord]:
+    config = analyzer.config
+    matrix = analyzer.targetMatrix
+    assert config is not None and matrix is not None
+    kind = analyzer_type(analyzer) or "unknown"
+    metric = getattr(config, "metric", None) or kind
+    try:
+        canonical = canonical_metric(metric)
+    except UnknownMetricError:
+        canonical = metric
+    candidates = _candidates(doc, analyzer, now_ms, granularity, since_ms)
+    if canonical == "secondsSinceLastUpload":
+        candidates = candidates[-1:]
+    if not candidates:
+        return []
+    lo, hi = candidates[0], batch_end(candidates[-1], granularity)
+    fingerprints = batch_fingerprints(store, model, granularity, lo, hi)
+    known = sorted({seg for seg, _ in fingerprints})
+    segments = resolve_segments(matrix.segments, matrix.excludeSegments, known)
+    stored = stored_result_versions(store, model, analyzer.id, lo, hi)
+    cfg_hash = _config_hash(analyzer, granularity)
+    jobs: list[_Job] = []
+    for seg in segments:
+        members = segment_members(seg, known)
+        seen = [ws for ws in candidates if any((m, ws) in fingerprints for m in members)]
+        first = seen[0] if seen else None
+        for ws in candidates:
+            fp = sum(fingerprints[(m, ws)][0] for m in members if (m, ws) in fingerprints)
+            has_data = any((m, ws) in fingerprints for m in members)
+            if canonical == "secondsSinceLastUpload":
+                pass  # staleness is measured whether or not the latest batch has data
+            elif not has_data and (canonical != "missingDatapoint" or first is None or ws < first):
+                continue
+            name = segment_name(dict(seg))
+            if canonical != "secondsSinceLastUpload" and (fp, cfg_hash) in (
+                    stored.get((name, ws)), _seen_empty.get((store.database, model, analyzer.id, name, ws))):
+                continue
+            jobs.append(_Job(seg, members, ws, fp, has_data))
+    if not jobs:
+        return []
+    baseline = getattr(config, "baseline", None)
+    reference: DatasetProfile | None = None
+    if isinstance(baseline, ReferenceBaseline):
+        reference = load_reference(baseline.profileId) if load_reference is not None else None
+    # Fetch every profile the jobs need in one query.
+    need: list[BatchKey] = []
+    n_prev = (config.nConsecutive or 1) - 1 if isinstance(config, FixedConfig) else 0
+    for job in jobs:
+        starts = [job.ws, *(_baseline_batches(baseline, job.ws, granularity) or [])]
+        starts += [batch_shift(job.ws, granularity, -k) for k in range(1, n_prev + 1)]
+        need.extend((m, s) for m in job.members for s in starts)
+    profiles.get(need)
+    last_upload = last_upload_ms(store, model, granularity) if canonical == "secondsSinceLastUpload" else None
+    out: list[ResultRecord] = []
+    for job in jobs:
+        target = profiles.batch(job.members, job.ws)
+        batch_starts = _baseline_batches(baseline, job.ws, granularity)
+        base_list: list[DatasetProfile | None]
+        if batch_starts is not None:
+            base_list = [profiles.batch(job.members, s) for s in batch_starts]
+        elif isinstance(baseline, ReferenceBaseline):
+            base_list = [reference]
+        elif isinstance(baseline, CurrentBatchBaseline):
+            base_list = [target]
+        else:
+            base_list = []
+        present = [b for b in base_list if b is not None]
+        merged_base = None if not present else present[0] if len(present) == 1 else merge_profiles(present)
+        if isinstance(matrix, DatasetMatrix):
+            columns: list[str | None] = [None]
+        elif isinstance(matrix, ColumnMatrix):
+            if target is None:
+                continue
+            columns = list(resolve_columns(matrix, target, schema))
+        else:
+            continue
+        details_common: dict[str, Any] = {
+            "target_rows": 0 if target is None else target.row_count,
+            "baseline_type": getattr(baseline, "type", None),
+            "baseline_batches": batch_starts,
+            "baseline_batches_with_data": sum(1 for b in base_list if b is not None and b.row_count > 0),
+            "members": job.members,
+            "fingerprint": job.fingerprint,
+        }
+        if isinstance(baseline, ReferenceBaseline):
+            details_common["reference_profile"] = baseline.profileId
+            details_common["reference_found"] = reference is not None
+        produced = len(out)
+        for column in columns:
+            try:
+                result = _evaluate(config, canonical, metric, target, column, base_list, merged_base, batch_starts,
+                                   profiles, job, granularity, n_prev, now_ms, last_upload)
+            except (UnknownMetricError, ValueError, TypeError) as exc:
+                result = _failed(kind, metric, "CalculationException", str(exc))
+            if result is None:
+                continue
+            out.append(ResultRecord(
+                model=model, analyzer_id=analyzer.id, analyzer_type=kind, granularity=granularity,
+                segment=segment_name(dict(job.segment)), column=column or "", dataset_timestamp=job.ws,
+                result=result, weight=weights.get(column) if column else None, target_version=job.fingerprint,
+                config_version=cfg_hash, created_at=created, details=details_common))
+        if len(out) == produced:
+            _seen_empty.put((store.database, model, analyzer.id, segment_name(dict(job.segment)), job.ws),
+                            (job.fingerprint, cfg_hash))
+    return out
+
+
+def _evaluate(config: Any, canonical: str, metric: str, target: DatasetProfile | None, column: str | None,
+              base_list: list[DatasetProfile | None], merged_base: DatasetProfile | None,
+              batch_starts: list[int] | None, profiles: _Profiles, job: _Job, granularity: str, n_prev: int,
+              now_ms: int, last_upload: int | None) -> AnalyzerResult | None:
+    expected = len(batch_starts) if batch_starts is not None else None
+
+    def value_of(p: DatasetProfile | None) -> float | str | None:
+        if canonical == "missingDatapoint":
+            return 0.0 if p is not None and p.row_count > 0 else 1.0
+        if canonical == "secondsSinceLastUpload":
+            return metric_value(canonical, now=_ts(now_ms), last_upload=None if last_upload is None
+                                else _ts(last_upload))
+        return _metric(canonical, p, column)
+
+    def numeric(v: float | str | None) -> float | None:
+        return None if isinstance(v, str) else v
+
+    if isinstance(config, FixedConfig):
+        previous = [numeric(value_of(profiles.batch(job.members, batch_shift(job.ws, granularity, -k))))
+                    for k in range(n_prev, 0, -1)]
+        return evaluate_fixed(config, numeric(value_of(target)), previous)
+    if isinstance(config, StddevConfig):
+        return evaluate_stddev(config, numeric(value_of(target)), [numeric(value_of(b)) for b in base_list],
+                               expected_baseline_count=expected)
+    if isinstance(config, DiffConfig):
+        return evaluate_diff(config, numeric(value_of(target)), numeric(value_of(merged_base)))
+    if isinstance(config, DriftConfig):
+        tcol = _column(target, column)
+        if tcol is None or tcol.count == 0:
+            return None
+        return evaluate_drift(config, tcol, [_column(b, column) for b in base_list], expected_baseline_count=expected)
+    if isinstance(config, ComparisonConfig):
+        return evaluate_comparison(config, value_of(target), value_of(merged_base) if merged_base else None)
+    if isinstance(config, ListComparisonConfig):
+        return evaluate_list_comparison(config, value_of(target), [value_of(b) for b in base_list if b is not None])
+    if isinstance(config, FrequentStringComparisonConfig):
+        tcol = _column(target, column)
+        if tcol is None:
+            return None
+        bcol = merge_columns(_column(b, column) for b in base_list)
+        return evaluate_frequent_string_comparison(config, tcol, bcol)
+    if isinstance(config, ColumnListConfig):
+        if target is None:
+            return None
+        base_cols = sorted({c for b in base_list if b is not None for c in b.columns})
+        return evaluate_column_list(config, list(target.columns), base_cols)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ the timer
+async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_ms: int | None = None,
+                        reference_lookup: Callable[[str, str], DatasetProfile | None] | None = None,
+                        ) -> dict[str, int]:
+    """One scheduled pass over every model: analyzers → monitors → alerts topic, then alert rules.
+
+    ``reference_lookup(model, profile_id)`` loads Reference baselines / drift references (default:
+    ``stream.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
+    counts ``{"results", "alerts", "rule_alerts"}``.
+    """
+    from stream.analysis.alerts import process_monitors, publish_pending
+    from stream.analysis.rules import evaluate_rules
+    from stream.analysis.store import AnalysisConfig
+    from stream.config import ConfigRepository
+
+    if reference_lookup is None:
+        from stream.references import ReferenceStore
+
+        reference_lookup = ReferenceStore(store).get_profile
+    lookup = reference_lookup
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    counts = {"results": 0, "alerts": 0, "rule_alerts": 0}
+    config = AnalysisConfig(store)
+    models = {m.name: m for m in await asyncio.to_thread(ConfigRepository(store).list_models)}
+    docs = await asyncio.to_thread(config.monitor_configs)
+    await publish_pending(store, publish, alerts_topic)
+    for name, (doc, _version) in docs.items():
+        m = models.get(name)
+        if m is None:
+            continue
+        load_reference = functools.partial(lookup, name)
+        try:
+            results = await asyncio.to_thread(run_analysis, store, name, doc, now, m.granularity,
+                                              load_reference=load_reference, column_weights=m.column_weights)
+            counts["results"] += len(results)
+            sent = await process_monitors(store, name, doc, results, publish, alerts_topic, now_ms=now,
+                                          column_weights=m.column_weights)
+            counts["alerts"] += len(sent)
+        except Exception:
+            log.exception("analysis of model %s failed", name)
+    for name in models:
+        try:
+            sent = await evaluate_rules(store, name, now, publish, alerts_topic,
+                                        load_reference=functools.partial(lookup, name))
+            counts["rule_alerts"] += len(sent)
+        except Exception:
+            log.exception("alert rules of model %s failed", name)
+    return counts
