@@ -30,9 +30,10 @@ feeds diff / comparison / frequent_string_comparison / column_list.  ``nConsecut
 analyzers reads the metric of the ``n - 1`` batches before the target from their profiles.
 
 Segments: a target segment with fewer keys than the stored segments is rolled up from its members
-(:func:`stream.analysis.target_matrix.segment_members`).  Unsupported analyzer types (seasonal,
-conjunction, …) and cron schedules are accepted in documents but not evaluated (cron: treated as
-"every batch").
+(:func:`stream.analysis.target_matrix.segment_members`).  Schedules: a cron schedule analyzes the
+batches whose start matches the expression; a fixed cadence coarser than the model's granularity
+analyzes the first batch of each period (see :func:`_scheduled`).  Unsupported analyzer types
+(seasonal, conjunction, …) are accepted in documents but not evaluated.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from croniter import croniter
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.segments import segment_name
@@ -70,11 +72,13 @@ from stream.analysis.monitor_config import (
     ColumnListConfig,
     ColumnMatrix,
     ComparisonConfig,
+    CronSchedule,
     CurrentBatchBaseline,
     DatasetMatrix,
     DiffConfig,
     DriftConfig,
     FixedConfig,
+    FixedSchedule,
     FrequentStringComparisonConfig,
     ListComparisonConfig,
     MonitorDocument,
@@ -298,10 +302,27 @@ def _candidates(doc: MonitorDocument, analyzer: Analyzer, now_ms: int, granulari
         ready = ws <= now_ms if partial else batch_end(ws, granularity) + readiness <= now_ms
         if not ready:
             break
-        if not _in_ranges(ws, exclusions):
+        if not _in_ranges(ws, exclusions) and _scheduled(analyzer.schedule, ws, granularity):
             out.append(ws)
         ws = batch_shift(ws, granularity, 1)
     return out
+
+
+_CADENCE_ORDER = ("minute", "hourly", "daily", "weekly", "monthly")
+
+
+def _scheduled(schedule: Any, ws: int, granularity: str) -> bool:
+    """Whether the analyzer's schedule includes the batch starting at ``ws``.
+
+    cron: batches whose start matches the expression (``0 0 * * 1``: Monday batches); a fixed
+    cadence coarser than the model's granularity: the first batch of each cadence period (a daily
+    analyzer on hourly data runs on the midnight batch); otherwise every batch."""
+    if isinstance(schedule, CronSchedule):
+        return bool(croniter.match(schedule.cron, _ts(ws)))
+    if isinstance(schedule, FixedSchedule) and granularity in _CADENCE_ORDER and \
+            _CADENCE_ORDER.index(schedule.cadence) > _CADENCE_ORDER.index(granularity):
+        return batch_floor(ws, schedule.cadence) == ws
+    return True
 
 
 def _baseline_batches(baseline: Any, ws: int, granularity: str) -> list[int] | None:

@@ -223,3 +223,18 @@ def test_reference_and_time_range_baselines(store: Store) -> None:
     missing = [r for r in results if r.analyzer_id == "vs-missing-ref"]
     assert len(missing) == 4 and all(r.result.failure == "InsufficientBaseline" for r in missing)
     assert missing[0].details["reference_found"] is False
+
+
+def test_cron_and_fixed_cadence_schedules_pick_their_batches() -> None:
+    from stream.analysis.engine import _candidates
+
+    monday = 1_763_942_400_000  # 2025-11-24T00:00:00Z, a Monday
+    now = monday + 8 * 86_400_000
+    doc = _doc([{**_stddev(), "schedule": {"type": "cron", "cron": "0 0 * * 1"}}])
+    picked = _candidates(doc, doc.analyzers[0], now, "hourly", monday)
+    assert picked == [monday, monday + 7 * 86_400_000]  # Monday-midnight batches only
+    daily = _doc([{**_stddev(), "schedule": {"type": "fixed", "cadence": "daily"}}])
+    assert _candidates(daily, daily.analyzers[0], monday + 2 * 86_400_000, "hourly", monday) == \
+        [monday, monday + 86_400_000]
+    hourly = _doc([{**_stddev(), "schedule": {"type": "fixed", "cadence": "hourly"}}])
+    assert len(_candidates(hourly, hourly.analyzers[0], monday + 5 * 3_600_000, "hourly", monday)) == 5
