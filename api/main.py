@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import errors, observability
 from api.routers import (
     alert_rules,
+    analysis,
     anomalies,
     assays,
     events,
@@ -43,6 +44,6 @@ def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_M
     app.include_router(health.router)
     for module in (models, validations, profiles, events, anomalies, review):
         app.include_router(module.router)
-    for module in (monitor_config, alert_rules, reference_profiles, assays):
+    for module in (monitor_config, alert_rules, reference_profiles, assays, analysis):
         app.include_router(module.router)
     return app
