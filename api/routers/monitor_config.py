@@ -98,8 +98,12 @@ def get_monitor_config(config: Model, repo: Repo) -> dict[str, Any]:
 
 @router.put("", summary="Replace the whole WhyLabs monitor document (validated fully before it is stored)")
 def put_monitor_config(config: Model, repo: Repo, body: Document) -> dict[str, Any]:
+    # Documents are accepted as WhyLabs writes them, including monitors naming analyzers that are not
+    # in the document (WhyLabs exports excerpts like that): such monitors stay inert until the
+    # analyzer exists. Single analyzer/monitor edits below do check references.
     try:
-        doc = parse_document(body, check_references=True)
+        doc = parse_document(body)
+        doc.check_references(allow_unknown_analyzers=True)
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
     return repo.put_monitor_document(config.name, doc)

@@ -666,9 +666,11 @@ class MonitorDocument(_Model):
                     out.append({"path": f"monitors.{i}.analyzerIds.{j}", "message": f"unknown analyzer id {aid!r}"})
         return out
 
-    def check_references(self) -> None:
-        """Raise :class:`MonitorConfigError` when :meth:`reference_errors` finds anything."""
-        errors = self.reference_errors()
+    def check_references(self, allow_unknown_analyzers: bool = False) -> None:
+        """Raise :class:`MonitorConfigError` when :meth:`reference_errors` finds anything (duplicate
+        ids only, with ``allow_unknown_analyzers``)."""
+        errors = [e for e in self.reference_errors()
+                  if not (allow_unknown_analyzers and e["message"].startswith("unknown analyzer id"))]
         if errors:
             raise MonitorConfigError([{**e, "type": "reference"} for e in errors])
 
