@@ -9,6 +9,8 @@ Timers refresh configuration and flush closed windows to the store.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any
 
 import faust
@@ -26,6 +28,7 @@ from stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
+STALLED_EXIT_CODE = 75  # EX_TEMPFAIL: "restart me"
 # A take of 10k messages can hold 10k batch messages (10k events each): process it in slices of at
 # most this many value bytes so memory stays bounded; offsets are still acknowledged per take.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -138,10 +141,22 @@ def create_app(settings: Settings) -> faust.App:
             return
         metrics.CONSUMER_LAG.clear()
         consumer: Any = app.consumer  # Faust keeps read/committed positions in (untyped) private maps
+        total = 0
         for tp in tps:
             read = consumer._read_offset.get(tp)  # last offset handed to the agent
             upcoming = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
-            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, ends[tp] - upcoming))
+            lag = max(0, ends[tp] - upcoming)
+            total += lag
+            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(lag)
+        stalled = time.monotonic() - worker().last_progress
+        if total and stalled > settings.stall_timeout_seconds:
+            # Crash-only recovery: a consumer wedged after a broker outage does not come back by
+            # itself; exit so the supervisor (driftline worker's parent, compose, k8s) restarts us.
+            log.critical("stalled: %d messages behind and nothing processed for %.0fs; exiting for a restart",
+                         total, stalled)
+            os._exit(STALLED_EXIT_CODE)
+        if not total:
+            worker().last_progress = time.monotonic()
 
     @app.timer(60.0, on_leader=True)
     async def analyze() -> None:

@@ -32,6 +32,10 @@ class Settings(BaseModel):
     # Unknown models: register them with defaults ("register") or send their events to the DLQ ("dlq").
     unknown_models: str = Field(default="register", pattern="^(register|dlq)$")
     worker_web_port: int = 6066
+    # A worker whose assigned partitions have lag but that processed nothing for this long exits with
+    # code 75 so its supervisor restarts it (crash-only recovery from a wedged consumer, e.g. after
+    # a broker restart). State is in the changelog and replays are fenced, so a restart is safe.
+    stall_timeout_seconds: float = Field(default=120.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -47,6 +51,7 @@ class Settings(BaseModel):
             partitions=int(e.get("DRIFTLINE_PARTITIONS", "4")),
             unknown_models=e.get("DRIFTLINE_UNKNOWN_MODELS", "register"),
             worker_web_port=int(e.get("DRIFTLINE_WORKER_WEB_PORT", "6066")),
+            stall_timeout_seconds=float(e.get("DRIFTLINE_STALL_TIMEOUT", "120")),
             api_host=e.get("DRIFTLINE_API_HOST", "127.0.0.1"),
             api_port=int(e.get("DRIFTLINE_API_PORT", "8000")),
         )
@@ -65,6 +70,7 @@ class Settings(BaseModel):
             "DRIFTLINE_PARTITIONS": str(self.partitions),
             "DRIFTLINE_UNKNOWN_MODELS": self.unknown_models,
             "DRIFTLINE_WORKER_WEB_PORT": str(self.worker_web_port),
+            "DRIFTLINE_STALL_TIMEOUT": str(self.stall_timeout_seconds),
             "DRIFTLINE_API_HOST": self.api_host,
             "DRIFTLINE_API_PORT": str(self.api_port),
         }

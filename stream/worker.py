@@ -40,6 +40,7 @@ class StreamWorker:
         self.flush_open_every = flush_open_every
         self._last_open_flush = 0.0
         self._lock = asyncio.Lock()
+        self.last_progress = time.monotonic()  # when a batch was last processed (stall detection)
 
     # -- configuration -------------------------------------------------------------------------
     async def refresh_config(self) -> bool:
@@ -71,6 +72,7 @@ class StreamWorker:
     async def process(self, messages: list[RawMessage]) -> None:
         """decode → dead-letter the bad → profile the good into window states → publish anomalies."""
         metrics.EVENTS_CONSUMED.inc(len(messages))
+        self.last_progress = time.monotonic()
         # After a rebalance the consumer seeks back to the committed offset while records fetched
         # before it may still be buffered: one batch can hold the same record twice. Offset fencing
         # works across batches; within a batch we keep the first copy of each record.

@@ -92,7 +92,7 @@ def test_store_down_for_a_while_then_back_loses_and_doubles_nothing(settings: Se
         eventually(lambda: _decoded(settings) >= 1500, timeout=60)
         own_clickhouse.down()
         asyncio.run(_produce(settings, [(orjson.dumps(e), []) for e in events[1500:]]))
-        time.sleep(8)  # the worker keeps consuming what it can, flushes fail and are retried
+        time.sleep(30)  # the store is down for 30 s: the worker keeps consuming, flushes fail and are retried
         assert worker.poll() is None, "worker must survive a store outage"
         own_clickhouse.up()
         store = Store.connect(settings.clickhouse_url)
