@@ -157,6 +157,9 @@ class Store:
                 username=parsed.username or "default", password=parsed.password or "",
                 secure=parsed.scheme == "https", database="default",
                 connect_timeout=5, send_receive_timeout=60,
+                # No HTTP session: ClickHouse serializes queries of one session, so a query still
+                # running server-side after a client timeout would make every later one wait.
+                autogenerate_session_id=False,
             )
             store = cls(client, database)
         else:
