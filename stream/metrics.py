@@ -18,3 +18,6 @@ CONSUMER_LAG = Gauge("driftline_consumer_lag", "Events-topic messages not yet re
 OPEN_SEGMENTS = Gauge("driftline_open_segments", "Distinct (model, segment) pairs with an open window")
 VALIDATIONS_EVALUATED = Counter("driftline_validations_evaluated_total",
                                 "Validation checks run (events x validations)", ["model"])
+VALIDATION_ERRORS = Counter("driftline_validation_errors_total",
+                            "Batches on which a validation could not run (missing column, wrong type)",
+                            ["model", "validation"])

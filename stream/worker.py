@@ -96,6 +96,10 @@ class StreamWorker:
                     frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
             await self._dead_letter(rejections)
             plan = plan_batch(frame, self.snapshot, self.windows.watermarks(), self.windows.known_segments())
+            for model, errors in plan.validation_errors.items():
+                for name, error in errors.items():  # the batch still counts; the validation is all-False
+                    log.warning("validation %s of model %s failed on this batch: %s", name, model, error)
+                    metrics.VALIDATION_ERRORS.labels(model=model, validation=name).inc()
             missing = {g.key for g in plan.groups
                        if self.windows.get(g.key.encode()) is None and self.windows.may_be_stored(g.key)}
             loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}

@@ -129,3 +129,15 @@ def test_segment_explosion_is_capped_into_other(embedded: Store) -> None:
     assert len(segments - {"__other__"}) == 3 and "__other__" in segments
     assert sum(n for (g, s), n in stored.items() if g == "hourly" and s) == 70
     assert stored[("hourly", "__other__")] == 40
+
+
+def test_a_validation_that_cannot_run_is_counted_and_the_batch_still_profiled(embedded: Store) -> None:
+    from stream import metrics
+
+    h = Harness(embedded, "broken")
+    ConfigRepository(embedded).put_validation("broken", Validation.create("ghost", 'pl.col("in.nope") > 1'))
+    before = metrics.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get()
+    h.run(h.messages(range(20)))
+    assert metrics.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get() == before + 1
+    h.flush()
+    assert h.stored()[("hourly", "")] == 20
