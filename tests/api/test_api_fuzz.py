@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 SKIP = {"/metrics", "/health"}  # operations endpoints: health probes the broker, not input handling
 
 text = st.text(max_size=40)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), text)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                    st.floats(allow_nan=False, allow_infinity=False), text)
 json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                              st.dictionaries(text, inner, max_size=4)),
                            max_leaves=12)
