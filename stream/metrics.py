@@ -21,3 +21,6 @@ VALIDATIONS_EVALUATED = Counter("driftline_validations_evaluated_total",
 VALIDATION_ERRORS = Counter("driftline_validation_errors_total",
                             "Batches on which a validation could not run (missing column, wrong type)",
                             ["model", "validation"])
+ANALYZER_EVALUATIONS = Counter("driftline_analyzer_evaluations_total", "Analyzer results computed", ["model"])
+ALERTS_PUBLISHED = Counter("driftline_alerts_published_total", "Alerts published to the alerts topic",
+                           ["model", "source"])

@@ -53,6 +53,7 @@ from croniter import croniter
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.segments import segment_name
+from stream import metrics
 from stream.analysis.analyzers import (
     AnalyzerResult,
     analyzer_type,
@@ -536,9 +537,11 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
             results = await asyncio.to_thread(run_analysis, store, name, doc, now, m.granularity,
                                               load_reference=load_reference, column_weights=m.column_weights)
             counts["results"] += len(results)
+            metrics.ANALYZER_EVALUATIONS.labels(model=name).inc(len(results))
             sent = await process_monitors(store, name, doc, results, publish, alerts_topic, now_ms=now,
                                           column_weights=m.column_weights)
             counts["alerts"] += len(sent)
+            metrics.ALERTS_PUBLISHED.labels(model=name, source="monitor").inc(len(sent))
         except Exception:
             log.exception("analysis of model %s failed", name)
     for name in models:
@@ -546,6 +549,7 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
             sent = await evaluate_rules(store, name, now, publish, alerts_topic,
                                         load_reference=functools.partial(lookup, name))
             counts["rule_alerts"] += len(sent)
+            metrics.ALERTS_PUBLISHED.labels(model=name, source="rule").inc(len(sent))
         except Exception:
             log.exception("alert rules of model %s failed", name)
     return counts
