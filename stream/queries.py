@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 
 from sketches import ColumnProfile, DatasetProfile
-from stream.store import Store
+from stream.store import Store, Where
 
 DAY_MS = 86_400_000
 INTERVALS: dict[str, str] = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
@@ -340,21 +340,11 @@ def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: 
 
 def _anomaly_where(model: str, start_ms: int | None, end_ms: int | None, segment: str | None,
                    validation: str | None) -> tuple[str, dict[str, Any]]:
-    where = ["model = {model:String}"]
-    params: dict[str, Any] = {"model": model}
-    if start_ms is not None:
-        where.append("event_time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')")
-        params["start"] = start_ms
-    if end_ms is not None:
-        where.append("event_time < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
-        params["end"] = end_ms
-    if segment is not None:
-        where.append("segment = {segment:String}")
-        params["segment"] = segment
+    where = Where().equals("model", "model", model).time_range("event_time", start_ms, end_ms)
+    where.equals("segment", "segment", segment)
     if validation is not None:
-        where.append("has(failed, {validation:String})")
-        params["validation"] = validation
-    return " AND ".join(where), params
+        where.add("has(failed, {validation:String})", validation=validation)
+    return where.sql(), where.params
 
 
 ANOMALY_COLUMNS = ("event_time", "event_id", "model_version", "segment", "anomaly_count", "failed",

@@ -125,6 +125,40 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 
 
+class Where:
+    """AND-ed SQL conditions with their bound parameters (values are never formatted into the SQL).
+
+    >>> w = Where().equals("model", "m", "house").time_range("event_time", 1000, None).add("anomaly = 1")
+    >>> w.sql(), w.params
+    ("model = {m:String} AND event_time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND anomaly = 1", \
+{'m': 'house', 'start': 1000})
+    """
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: dict[str, Any] = {}
+
+    def add(self, clause: str, **params: Any) -> Where:
+        self.clauses.append(clause)
+        self.params.update(params)
+        return self
+
+    def equals(self, column: str, name: str, value: Any, type_: str = "String") -> Where:
+        """`column = value` when a value is given; skipped for None."""
+        return self if value is None else self.add(f"{column} = {{{name}:{type_}}}", **{name: value})
+
+    def time_range(self, column: str, start_ms: int | None, end_ms: int | None) -> Where:
+        """`start <= column < end` in epoch ms; open ends are skipped."""
+        if start_ms is not None:
+            self.add(f"{column} >= fromUnixTimestamp64Milli({{start:Int64}}, 'UTC')", start=start_ms)
+        if end_ms is not None:
+            self.add(f"{column} < fromUnixTimestamp64Milli({{end:Int64}}, 'UTC')", end=end_ms)
+        return self
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) or "1"
+
+
 class StoreError(RuntimeError):
     """The store is unreachable or refused a statement."""
 

@@ -31,7 +31,7 @@ from stream.analysis.analyzers import AnalyzerResult
 from stream.analysis.monitor_config import MonitorDocument, parse_document
 from stream.config import ConfigRepository
 from stream.queries import merge_blobs
-from stream.store import Store
+from stream.store import Store, Where
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -171,24 +171,15 @@ def stored_result_versions(store: Store, model: str, analyzer_id: str, start_ms:
 def list_results(store: Store, model: str, *, analyzer_id: str | None = None, start_ms: int | None = None,
                  end_ms: int | None = None, anomalies_only: bool = False, limit: int = 10_000) -> list[dict[str, Any]]:
     """Stored results, oldest first; ``dataset_timestamp``/``created_at`` as epoch ms, details parsed."""
-    where: list[str] = ["model = {m:String}"]
-    params: dict[str, Any] = {"m": model, "limit": limit}
-    if analyzer_id is not None:
-        where.append("analyzer_id = {a:String}")
-        params["a"] = analyzer_id
-    if start_ms is not None:
-        where.append("dataset_timestamp >= fromUnixTimestamp64Milli({s:Int64}, 'UTC')")
-        params["s"] = start_ms
-    if end_ms is not None:
-        where.append("dataset_timestamp < fromUnixTimestamp64Milli({e:Int64}, 'UTC')")
-        params["e"] = end_ms
+    where = Where().equals("model", "m", model).equals("analyzer_id", "a", analyzer_id)
+    where.time_range("dataset_timestamp", start_ms, end_ms)
     if anomalies_only:
-        where.append("anomaly = 1")
+        where.add("anomaly = 1")
     rows = store.query_dicts(
         f"SELECT * EXCEPT (dataset_timestamp, created_at), toUnixTimestamp64Milli(dataset_timestamp) AS ts_ms, "
         "toUnixTimestamp64Milli(created_at) AS created_ms "
-        f"FROM {store.table('analyzer_results')} FINAL WHERE {' AND '.join(where)} "
-        "ORDER BY ts_ms, analyzer_id, segment, column LIMIT {limit:UInt32}", params)
+        f"FROM {store.table('analyzer_results')} FINAL WHERE {where.sql()} "
+        "ORDER BY ts_ms, analyzer_id, segment, column LIMIT {limit:UInt32}", {**where.params, "limit": limit})
     for r in rows:
         r["details"] = orjson.loads(r["details"])
         r["dataset_timestamp"] = int(r.pop("ts_ms"))
@@ -284,22 +275,11 @@ def _alert_from_row(r: dict[str, Any]) -> AlertRecord:
 def list_alerts(store: Store, model: str | None = None, *, source: str | None = None, start_ms: int | None = None,
                 end_ms: int | None = None, limit: int = 10_000) -> list[AlertRecord]:
     """Alerts, oldest dataset timestamp first (by created_at within)."""
-    where: list[str] = ["1"]
-    params: dict[str, Any] = {"limit": limit}
-    if model is not None:
-        where.append("model = {m:String}")
-        params["m"] = model
-    if source is not None:
-        where.append("source = {src:String}")
-        params["src"] = source
-    if start_ms is not None:
-        where.append("dataset_timestamp >= fromUnixTimestamp64Milli({s:Int64}, 'UTC')")
-        params["s"] = start_ms
-    if end_ms is not None:
-        where.append("dataset_timestamp < fromUnixTimestamp64Milli({e:Int64}, 'UTC')")
-        params["e"] = end_ms
-    rows = store.query_dicts(f"SELECT * FROM {store.table('alerts')} FINAL WHERE {' AND '.join(where)} "
-                             "ORDER BY dataset_timestamp, created_at LIMIT {limit:UInt32}", params)
+    where = Where().equals("model", "m", model).equals("source", "src", source)
+    where.time_range("dataset_timestamp", start_ms, end_ms)
+    rows = store.query_dicts(f"SELECT * FROM {store.table('alerts')} FINAL WHERE {where.sql()} "
+                             "ORDER BY dataset_timestamp, created_at LIMIT {limit:UInt32}",
+                             {**where.params, "limit": limit})
     return [_alert_from_row(r) for r in rows]
 
 
