@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import ConsumerRecord
 from typer.testing import CliRunner
 
 from stream.cli_data import (
@@ -24,6 +24,7 @@ from stream.cli_data import (
 )
 from stream.decode import ARROW_STREAM, NDJSON, RawMessage, decode_messages
 from stream.settings import Settings
+from tests.integration.helpers import read_topic
 
 runner = CliRunner()
 
@@ -150,25 +151,12 @@ def _write_source(tmp_path: Path, kind: str) -> tuple[Path, list[int]]:
 
 
 async def _consume(settings: Settings, expected_events: int) -> list[RawMessage]:
-    consumer = AIOKafkaConsumer(settings.topic("events"), bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    messages: list[RawMessage] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                messages += [RawMessage(r.value, r.partition, r.offset, r.timestamp, list(r.headers))
-                             for r in records]
-            if messages and len(decode_messages(messages).frame) >= expected_events:
-                # a little longer: anything beyond the expected count would be a duplicate
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    messages += [RawMessage(r.value, r.partition, r.offset, r.timestamp, list(r.headers))
-                                 for r in records]
-                break
-    finally:
-        await consumer.stop()
-    return messages
+    def raw(records: list[ConsumerRecord]) -> list[RawMessage]:
+        return [RawMessage(r.value, r.partition, r.offset, r.timestamp, list(r.headers)) for r in records]
+
+    records = await read_topic(settings, "events", lambda rs: bool(rs) and decode_messages(raw(rs)).frame.height
+                               >= expected_events, timeout=15, settle=0.5)
+    return raw(records)
 
 
 @pytest.mark.integration

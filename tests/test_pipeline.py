@@ -97,7 +97,8 @@ def test_closed_windows_leave_memory_only_after_they_are_stored(embedded: Store,
     h.run(h.messages(range(30)))
     open_keys = [k for k in h.table if "|~" not in k]
     assert open_keys
-    assert h.flush(after_seconds=1) == 0 or all(k in h.table for k in open_keys)  # not idle yet: kept
+    h.flush(after_seconds=1)  # not idle yet: a snapshot may be written, the state is kept
+    assert all(k in h.table for k in open_keys)
     broken = Store.connect(f"chdb://{embedded_path}?database=no_tables")  # writes fail: no tables there
     h.worker.sink.store = broken
     assert h.flush() == 0

@@ -9,13 +9,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from stream import ingest
 from stream.services import free_port
 from stream.settings import Settings
+from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +29,7 @@ def _arrow(table: pa.Table, stream: bool) -> bytes:
 
 
 def consume(settings: Settings, n: int) -> list[Any]:
-    async def run() -> list[Any]:
-        consumer = AIOKafkaConsumer(settings.topic("events"), bootstrap_servers=settings.bootstrap_servers,
-                                    auto_offset_reset="earliest", group_id=f"{settings.topic_prefix}probe")
-        await consumer.start()
-        out: list[Any] = []
-        try:
-            async with asyncio.timeout(30):
-                while len(out) < n:
-                    batch = await consumer.getmany(timeout_ms=500)
-                    out += [m for msgs in batch.values() for m in msgs]
-        finally:
-            await consumer.stop()
-        return out
-    return asyncio.run(run())
+    return asyncio.run(read_topic(settings, "events", n))
 
 
 def test_each_content_type_reaches_the_broker(app_client: TestClient, admin: dict[str, str], make_model: Any,

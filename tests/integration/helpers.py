@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from stream.settings import Settings
 
@@ -72,3 +75,26 @@ def metric_value(text: str, name: str) -> float:
             if head == name or head.startswith(name + "{"):
                 total += float(value)
     return total
+
+
+async def read_topic(settings: Settings, topic: str, until: int | Callable[[list[ConsumerRecord]], bool],
+                     timeout: float = 30.0, settle: float = 1.0) -> list[ConsumerRecord]:
+    """Every record of a logical topic (from the start, no consumer group) until `until` records (or
+    the predicate holds), then `settle` seconds more so a duplicate beyond the expected ones shows up.
+    Raises TimeoutError when the condition is not met in time."""
+    done = (lambda records: len(records) >= until) if isinstance(until, int) else until
+    consumer = AIOKafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(out):
+                out += [r for records in (await consumer.getmany(timeout_ms=500)).values() for r in records]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle
+        while loop.time() < deadline:
+            out += [r for records in (await consumer.getmany(timeout_ms=250)).values() for r in records]
+    finally:
+        await consumer.stop()
+    return out

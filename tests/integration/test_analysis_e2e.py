@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from stream.analysis.engine import analysis_tick
 from stream.analysis.monitor_config import parse_document
@@ -22,7 +22,7 @@ from stream.config import ConfigRepository, ModelConfig
 from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
-from tests.integration.helpers import eventually, spawn
+from tests.integration.helpers import eventually, read_topic, spawn
 
 pytestmark = pytest.mark.integration
 HOUR, MINUTE = 3_600_000, 60_000
@@ -77,24 +77,9 @@ class KafkaPublisher:
 
 
 async def _read_alerts(settings: Settings, expect: int, quiet: float = 2.0) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(settings.topic("alerts"), bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    assert dict(r.headers)["schema"] == b"driftline.alert/v1"
-                    out.append(orjson.loads(r.value))
-            if len(out) >= expect:
-                deadline = min(deadline, loop.time() + quiet)  # linger: anything extra would show up
-    finally:
-        await consumer.stop()
-    return out
+    records = await read_topic(settings, "alerts", expect, timeout=30, settle=quiet)
+    assert all(dict(r.headers)["schema"] == b"driftline.alert/v1" for r in records)
+    return [orjson.loads(r.value) for r in records]
 
 
 @pytest.fixture

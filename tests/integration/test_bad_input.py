@@ -32,8 +32,8 @@ from api.keys import create_key
 from api.main import create_app
 from stream.settings import Settings
 from stream.store import Store
-from tests.integration.helpers import eventually, spawn, stop
-from tests.integration.test_stream import T0, _arrow, _consume, _events, _expected, _produce, _window_counts
+from tests.integration.helpers import eventually, read_topic, spawn, stop
+from tests.integration.test_stream import T0, _arrow, _events, _expected, _produce, _window_counts
 from tests.integration.test_stream_faults import _configure, _converged
 
 pytestmark = pytest.mark.integration
@@ -169,7 +169,7 @@ def test_junk_on_the_events_topic_goes_to_the_dlq_and_every_good_event_counts(
     try:
         asyncio.run(_produce(settings, messages))
         eventually(lambda: _converged(store, _expected(good)), timeout=120, interval=1)
-        dead = asyncio.run(_consume(settings, "dlq", len(expected_dead)))
+        dead = [(r.value, dict(r.headers)) for r in asyncio.run(read_topic(settings, "dlq", len(expected_dead)))]
         assert len(dead) == len(expected_dead)
         assert sorted(v for v, _ in dead) == expected_dead
         assert all(h["source-topic"] == settings.topic("events").encode() for _, h in dead)

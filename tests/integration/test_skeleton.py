@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from stream.settings import Settings
 from stream.topics import LOGICAL_TOPICS, broker_reachable, ensure_topics, partition_count
-from tests.integration.helpers import eventually, http_answer, http_get, metric_value, spawn
+from tests.integration.helpers import eventually, http_answer, http_get, metric_value, read_topic, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +28,7 @@ async def test_produce_and_consume_through_the_real_broker(settings: Settings) -
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(settings.topic("events"), bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=f"{settings.topic_prefix}probe")
-    await consumer.start()
-    seen: list[int] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(seen) < 50:
-                batch = await consumer.getmany(timeout_ms=500)
-                seen += [orjson.loads(m.value)["i"] for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
+    seen = [orjson.loads(r.value)["i"] for r in await read_topic(settings, "events", 50)]
     assert sorted(seen) == list(range(50))
     partitions = await partition_count(settings.bootstrap_servers, settings.topic("events"))
     assert partitions == settings.partitions

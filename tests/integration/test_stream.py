@@ -13,7 +13,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from sketches import DatasetProfile
 from stream.config import ConfigRepository, ModelConfig
@@ -21,7 +21,7 @@ from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
 from stream.validations import Validation
-from tests.integration.helpers import eventually, spawn, stop
+from tests.integration.helpers import eventually, read_topic, spawn, stop
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -145,23 +145,6 @@ def test_counts_quantiles_and_validations_are_exact(worker_settings: Settings, s
     folded = store.query_rows(f"SELECT sum(validation_failures) FROM {store.table('profiles')} FINAL "
                               "WHERE model = 'house' AND segment = '' AND granularity = 'hourly'")
     assert folded == [(len(expect_ids),)]
-    published = asyncio.run(_consume(worker_settings, "anomalies", len(expect_ids)))
-    assert {orjson.loads(v)["event_id"] for v, _ in published} == expect_ids
-
-
-async def _consume(settings: Settings, topic: str, n: int, timeout: float = 60) -> list[tuple[bytes, dict]]:
-    consumer = AIOKafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=f"{settings.topic_prefix}reader-{topic}")
-    await consumer.start()
-    out: list[tuple[bytes, dict]] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(out) < n:
-                batch = await consumer.getmany(timeout_ms=500)
-                out += [(m.value, {k: v for k, v in m.headers}) for msgs in batch.values() for m in msgs]
-        await asyncio.sleep(1.0)  # anything beyond n would be a duplicate
-        batch = await consumer.getmany(timeout_ms=500)
-        out += [(m.value, {k: v for k, v in m.headers}) for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out
+    published = asyncio.run(read_topic(worker_settings, "anomalies", len(expect_ids)))
+    assert len(published) == len(expect_ids)
+    assert {orjson.loads(r.value)["event_id"] for r in published} == expect_ids

@@ -19,8 +19,8 @@ from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
 from stream.validations import Validation
-from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
-from tests.integration.test_stream import HOUR, T0, _consume, _events, _expected, _produce, _window_counts
+from tests.integration.helpers import eventually, http_get, metric_value, read_topic, spawn, stop
+from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce, _window_counts
 
 
 def _converged(store: Store, expected: dict[tuple[str, str, int], int]) -> bool:
@@ -141,7 +141,8 @@ def test_hostile_input_goes_to_the_dlq_and_good_events_all_count(settings: Setti
     try:
         asyncio.run(_produce(settings, messages))
         eventually(lambda: _window_counts(store) == _expected(good), timeout=120, interval=1)
-        dead = asyncio.run(_consume(settings, "dlq", len(bad)))
+        records = asyncio.run(read_topic(settings, "dlq", len(bad)))
+        dead = [(r.value, dict(r.headers)) for r in records]
         assert len(dead) == len(bad)
         expected_reasons = sorted(reason for _, _, reason in bad)
         assert sorted(h["error"].decode().split(":")[0] for _, h in dead) == expected_reasons
