@@ -113,6 +113,8 @@ def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
         asyncio.run(_produce(settings, messages[:2500]))
         eventually(lambda: _decoded(a.worker_web_port) >= 1000, timeout=60)
         second = spawn(["worker", "--loglevel", "info"], b, tmp_path / "worker-b.log")
+        # Produce the rest only once b holds partitions, so some of it is b's to profile.
+        eventually(lambda: "Worker ready" in (tmp_path / "worker-b.log").read_text(errors="replace"), timeout=90)
         asyncio.run(_produce(settings, messages[2500:]))
         eventually(lambda: _decoded(b.worker_web_port) > 0, timeout=90)  # b really took partitions
         eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
