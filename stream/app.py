@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream import metrics
 from stream.analysis.engine import analysis_tick
 from stream.decode import RawMessage
+from stream.delivery import BatchDeliveryApp, acknowledge, take_batches
 from stream.membership import record_member
 from stream.settings import Settings
 from stream.store import shared_store
@@ -68,7 +69,7 @@ def _chunks(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]
 
 def create_app(settings: Settings) -> faust.App:
     """A Faust app bound to the settings' broker; topics are created by `ensure_topics` first."""
-    app = faust.App(
+    app = BatchDeliveryApp(
         f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
@@ -114,10 +115,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(MAX_BATCH, within=0.5):  # type: ignore[attr-defined]
+        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5):
             for chunk in _chunks([_raw(e) for e in batch], MAX_BATCH_BYTES):
                 await worker().process(chunk)
             await make_durable()
+            acknowledge(app, batch)
 
     @app.timer(2.0)
     async def refresh_config() -> None:
