@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream import metrics
@@ -43,8 +43,7 @@ class PartitionedTable(faust.Table):
         return key_partition(key)
 
 
-def _raw(event: EventT) -> RawMessage:
-    m = event.message
+def _raw(m: Message) -> RawMessage:
     raw_headers: Any = m.headers
     headers = list(raw_headers.items()) if isinstance(raw_headers, dict) else list(raw_headers or ())
     return RawMessage(
@@ -82,7 +81,6 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1,
         broker_commit_every=MAX_BATCH,
         consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=4 * MAX_BATCH,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         datadir=str(settings.data_dir / "faust"),
@@ -115,8 +113,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5):
-            for chunk in _chunks([_raw(e) for e in batch], MAX_BATCH_BYTES):
+        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5, buffer_size=4 * MAX_BATCH):
+            for chunk in _chunks([_raw(m) for m in batch], MAX_BATCH_BYTES):
                 await worker().process(chunk)
             await make_durable()
             acknowledge(app, batch)

@@ -1,21 +1,23 @@
 """Batch delivery of the events topic: Faust's consumer and tables, without per-message scheduling.
 
 Faust hands every fetched message to its streams one at a time: the fetcher wraps each delivery in
-`wait_first(callback(message), suspend_flow.wait())` (two tasks and an `asyncio.wait` per message)
-and the stream iterator yields to the event loop once per event. On this machine kind that caps an
-agent that does nothing at ~5k messages/s — a quarter of the single-event target before any work.
+`wait_first(callback(message), suspend_flow.wait())` (two tasks and an `asyncio.wait` per message),
+the conductor decodes it into an event through three awaits, and the stream iterator yields to the
+event loop once per event. On this machine kind that caps an agent that does nothing at ~5k
+messages/s — a quarter of the single-event target before any work is done.
 
 Three changes lift it without leaving Faust (group membership, co-partitioned assignment, changelog
 tables, offset commits and rebalance handling all stay Faust's):
 
-* `BatchDeliveryConsumer` awaits the conductor's callback directly; it only races the callback
-  against `suspend_flow` while flow is actually suspended (a rebalance), which is the one case where
-  delivery can block and must be abandoned.
-* `take_batches` reads the agent's channel queue in bulk instead of iterating the stream, marks the
-  messages it takes as pending (`track_message`) and leaves acknowledging to the caller, after the
-  state holding them is durable. Faust's rebalance waits for pending messages, so a batch being
-  processed is finished (and acknowledged) before its partitions are handed over, exactly as with
-  `Stream.take_events`.
+* `BatchDeliveryConsumer` puts the raw messages of a topic registered with `deliver_raw` straight
+  into a Faust flow-control queue (cleared on rebalance like every stream buffer) instead of passing
+  them through the conductor, and delivers other topics without the task pair; it only races a
+  delivery against `suspend_flow` while flow is actually suspended (a rebalance), the one case
+  where delivery can block and must be abandoned.
+* `take_batches` reads that queue in bulk, marks the messages it takes as pending
+  (`track_message`) and leaves acknowledging to the caller, after the state holding them is
+  durable. Faust's rebalance waits for pending messages, so a batch being processed is finished
+  (and acknowledged) before its partitions are handed over, exactly as with `Stream.take_events`.
 * `pace_empty_fetches` stops the consumer from busy-polling a broker that answers a fetch at once
   with nothing (noida-db, the local broker, does not wait `fetch.max.wait.ms`): the fetch loop then
   burns a core and, through the GIL, halves the agent's speed.
@@ -24,6 +26,7 @@ tables, offset commits and rebalance handling all stay Faust's):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -32,8 +35,9 @@ import faust
 from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import ChannelT, EventT, TransportT
+from faust.types import Message, TransportT
 from mode import ServiceT
+from mode.utils.queues import FlowControlQueue
 
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
 YIELD_EVERY = 100
@@ -53,7 +57,9 @@ def pace_empty_fetches() -> None:
         started = time.monotonic()
         has_records: bool = await fetch(self, assignment, node_id, request)
         if not has_records:
-            await asyncio.sleep(max(0.0, EMPTY_FETCH_PAUSE - (time.monotonic() - started)))
+            # Closing or unassigned cancels the task: like aiokafka's own fetch, end quietly.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(max(0.0, EMPTY_FETCH_PAUSE - (time.monotonic() - started)))
         return has_records
 
     paced_fetch.paced = True  # type: ignore[attr-defined]
@@ -61,10 +67,30 @@ def pace_empty_fetches() -> None:
 
 
 class BatchDeliveryConsumer(aiokafka_driver.Consumer):
-    """Faust's aiokafka consumer whose fetcher delivers without a task pair per message."""
+    """Faust's aiokafka consumer whose fetcher delivers without a task pair per message, and hands
+    the messages of `deliver_raw` topics to a queue without making events of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raw_queues: dict[str, FlowControlQueue[Message]] = {}
+
+    def deliver_raw(self, topic: str, maxsize: int) -> FlowControlQueue[Message]:
+        """The queue that receives `topic`'s messages from now on (the topic must be subscribed)."""
+        if topic not in self.raw_queues:
+            self.raw_queues[topic] = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=True)
+        return self.raw_queues[topic]
+
+    async def _deliver(self, message: Message) -> None:
+        queue = self.raw_queues.get(message.topic)
+        if queue is None:
+            await self.callback(message)
+        elif queue.full():
+            await queue.put(message)
+        else:
+            queue.put_nowait(message)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        deliver = self.callback
+        deliver = self._deliver
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
@@ -119,28 +145,31 @@ class BatchDeliveryApp(faust.App):
         return BatchDeliveryTransport(self.conf.broker_consumer, self)
 
 
-async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_events: int,
-                       within: float) -> AsyncIterator[Sequence[EventT[Any]]]:
-    """Lists of up to `max_events` events from the channel of `stream`, each gathered for at most `within` seconds
-    after its first event. Every message is marked pending; acknowledge it with `acknowledge`."""
-    channel: ChannelT[Any] = aiter(stream.channel)  # type: ignore[arg-type]
-    queue = channel.queue  # iterating the channel (not the stream) registered it with the conductor
+async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_messages: int, within: float,
+                       buffer_size: int) -> AsyncIterator[list[Message]]:
+    """Lists of up to `max_messages` raw messages of `stream`'s topic, each gathered for at most
+    `within` seconds after its first message. Every message is marked pending; acknowledge it with
+    `acknowledge` once its effects are durable."""
     consumer = app.consumer
+    if not isinstance(consumer, BatchDeliveryConsumer):
+        raise TypeError("take_batches needs a BatchDeliveryApp")
+    queue = consumer.deliver_raw(stream.channel.get_topic_name(), buffer_size)  # type: ignore[attr-defined]
+    aiter(stream.channel)  # iterating the channel (not the stream) subscribes the topic
 
-    def pending(event: EventT[Any]) -> EventT[Any]:
+    def pending(message: Message) -> Message:
         # Pending from the moment it leaves the queue: a rebalance clears the queue and then waits
         # for pending messages, so a half-gathered batch is finished, not half-dropped.
-        consumer.track_message(event.message)
-        return event
+        consumer.track_message(message)
+        return message
 
     while True:
         batch = [pending(await queue.get())]
         deadline = time.monotonic() + within
-        while len(batch) < max_events:
-            while len(batch) < max_events and not queue.empty():
+        while len(batch) < max_messages:
+            while len(batch) < max_messages and queue.qsize():
                 batch.append(pending(queue.get_nowait()))
             left = deadline - time.monotonic()
-            if len(batch) >= max_events or left <= 0:
+            if len(batch) >= max_messages or left <= 0:
                 break
             try:
                 batch.append(pending(await asyncio.wait_for(queue.get(), left)))
@@ -149,8 +178,8 @@ async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_events: i
         yield batch
 
 
-def acknowledge(app: faust.App, batch: Sequence[EventT[Any]]) -> None:
+def acknowledge(app: faust.App, batch: Sequence[Message]) -> None:
     """Mark the batch's messages processed, so their offsets may be committed."""
     ack = app.consumer.ack
-    for event in batch:
-        ack(event.message)
+    for message in batch:
+        ack(message)

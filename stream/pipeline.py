@@ -34,6 +34,9 @@ class Group:
     rows: pl.DataFrame
     failures: dict[str, int]
     failed_events: int
+    # Minute groups of this batch that partition `rows` (the overall group of a coarser window):
+    # their freshly tracked profiles are merged instead of tracking the same rows a second time.
+    parts: tuple[WindowKey, ...] = ()
 
 
 @dataclass
@@ -106,9 +109,11 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
             wm_key = (int(partition), str(model_name))
             seen = rows.get_column("timestamp").max()
             plan.watermarks[wm_key] = max(watermarks.get(wm_key, 0), int(seen))  # type: ignore[arg-type]
+            # Minute buckets first: the overall group of the model's window is built from them.
             granularities: list[str] = [model.granularity]
             if minute_buckets and model.granularity != MINUTE:
-                granularities.append(MINUTE)
+                granularities.insert(0, MINUTE)
+            minute_keys: list[WindowKey] = []
             for granularity in granularities:
                 start, end = window_bounds(pl.col("timestamp"), granularity)
                 windowed = rows.with_columns(start.alias("__window_start"), end.alias("__window_end"))
@@ -120,17 +125,21 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                         split = split_by_segments(in_window, keys, model.max_segments, known)
                         known.update(split)
                         segments |= split
+                    window_end = int(in_window.get_column("__window_end")[0])
                     for segment, group_rows in segments.items():
                         counts = group_rows.select(
                             *[pl.col(f"anomaly.{n}").sum().alias(n) for n in names],
                             (pl.col(ANOMALY_COUNT_COLUMN) > 0).sum().alias("__any__")).row(0, named=True)
+                        key = WindowKey(int(partition), str(model_name), granularity, int(window_start), segment)
+                        parts: tuple[WindowKey, ...] = ()
+                        if granularity == MINUTE and granularity != model.granularity:
+                            minute_keys.append(key)
+                        elif segment == OVERALL_SEGMENT:
+                            parts = tuple(k for k in minute_keys if key.window_start <= k.window_start < window_end)
                         plan.groups.append(Group(
-                            key=WindowKey(int(partition), str(model_name), granularity,
-                                          int(window_start), segment),
-                            window_end=int(in_window.get_column("__window_end")[0]),
-                            rows=group_rows,
+                            key=key, window_end=window_end, rows=group_rows,
                             failures={n: int(counts[n] or 0) for n in names},
-                            failed_events=int(counts["__any__"] or 0),
+                            failed_events=int(counts["__any__"] or 0), parts=parts,
                         ))
     return plan
 
@@ -223,6 +232,9 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
     keys the table did not have (flushed earlier); they are the base the new rows merge into."""
     now = time.time() if now_wall is None else now_wall
     applied = Applied()
+    # Profiles of the rows each minute group added in this batch (None: partly replayed), for the
+    # coarser overall windows those minutes make up.
+    fresh: dict[WindowKey, DatasetProfile | None] = {}
     for group in plan.groups:
         key = group.key
         text = key.encode()
@@ -232,21 +244,24 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
         if state is None:
             state = WindowState(window_end=group.window_end, profile=new_profile(model))
         # Offset fencing: whole messages at or below the state's max offset are already folded in.
-        rows = group.rows.filter(pl.col("__offset") > state.max_offset)
+        offsets = group.rows.get_column("__offset")
+        whole = bool(state.max_offset < offsets.min())  # type: ignore[operator]
+        rows = group.rows if whole else group.rows.filter(pl.col("__offset") > state.max_offset)
         applied.skipped_replayed += group.rows.height - rows.height
         if rows.height == 0:
+            fresh[key] = None
             continue
-        if rows.height != group.rows.height:  # partly replayed: recount failures for what is new
+        if whole:
+            failures, failed = group.failures, group.failed_events
+        else:  # partly replayed: recount failures for what is new
             failures = {n: int(rows.get_column(f"anomaly.{n}").sum()) for n in group.failures
                         if f"anomaly.{n}" in rows.columns}
             failed = int((rows.get_column(ANOMALY_COUNT_COLUMN) > 0).sum())
-        else:
-            failures, failed = group.failures, group.failed_events
         watermark = table.watermark(key.partition, key.model)
         if state.window_end + model.lateness_ms <= watermark:
             state.late_count += rows.height
             applied.late += rows.height
-        state.profile.track(rows.drop([c for c in rows.columns if c in INTERNAL or c.startswith("anomaly.")]))
+        _fold_rows(state, rows, group, whole, fresh, model)
         if failures or failed:
             state.profile.add_validation_failures(failures, failed)
         offsets = rows.get_column("__offset")
@@ -266,6 +281,27 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
         if value > table.watermark(partition, model_name):
             table.set_watermark(partition, model_name, value)
     return applied
+
+
+def _fold_rows(state: WindowState, rows: pl.DataFrame, group: Group, whole: bool,
+               fresh: dict[WindowKey, DatasetProfile | None], model: ModelConfig) -> None:
+    """Add `rows` to the state's profile. Minute groups track a fresh profile and merge it (keeping
+    it for their coarser window); a coarser overall group merges its minutes' fresh profiles when
+    they hold exactly its rows (a merge costs ~0.6 ms, tracking 37k rows ~34 ms) and tracks otherwise."""
+    parts = [fresh.get(k) for k in group.parts]
+    if whole and parts and all(p is not None for p in parts) and \
+            sum(p.row_count for p in parts if p is not None) == rows.height:
+        for part in parts:
+            assert part is not None
+            state.profile = state.profile.merge(part)
+        return
+    if group.key.granularity != MINUTE or group.key.granularity == model.granularity:
+        state.profile.track(rows)
+        return
+    delta = new_profile(model)
+    delta.track(rows)
+    fresh[group.key] = delta if whole else None
+    state.profile = state.profile.merge(delta)  # a new object: validation failures go to the state only
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
 from stream.config import ConfigRepository, ModelConfig
@@ -142,3 +143,31 @@ def test_a_validation_that_cannot_run_is_counted_and_the_batch_still_profiled(em
     assert metrics.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get() == before + 1
     h.flush()
     assert h.stored()[("hourly", "")] == 20
+
+
+def test_the_hourly_overall_profile_built_from_minute_buckets_equals_tracking_the_rows(embedded: Store) -> None:
+    import numpy as np
+
+    from sketches import DatasetProfile
+    from stream.windows import WindowKey
+
+    h = Harness(embedded, "compose")
+    h.run(h.messages(range(0, 200)))
+    h.run(h.messages(range(150, 300)))  # partly replayed: that batch tracks instead of merging
+    state = h.worker.windows.get(WindowKey(0, "compose", "hourly", T0, "").encode())
+    assert state is not None
+    profile = state.profile
+    x = np.array([o % 10 for o in range(300)], dtype=float)
+    direct = DatasetProfile()
+    direct.track(pl.DataFrame({"in.x": x.astype(int), "in.city": ["ab"[o % 2] for o in range(300)]}))
+    assert profile.row_count == 300
+    col, ref = profile.columns["in.x"], direct.columns["in.x"]
+    assert (col.count, col.min, col.max) == (ref.count, ref.min, ref.max) == (300, 0.0, 9.0)
+    assert col.mean == pytest.approx(x.mean()) and col.stddev == pytest.approx(ref.stddev)
+    assert col.unique_est == pytest.approx(ref.unique_est)
+    assert profile.columns["in.city"].frequent_items() == direct.columns["in.city"].frequent_items()
+    # failures are counted once per window, not once per merged minute
+    assert profile.validation_failures == {"big": int((x > 5).sum())}
+    minutes = [h.worker.windows.get(WindowKey(0, "compose", "minute", T0 + m * 60_000, "").encode()) for m in range(60)]
+    assert sum(s.profile.row_count for s in minutes if s) == 300
+    assert sum(s.profile.validation_failures.get("big", 0) for s in minutes if s) == int((x > 5).sum())
