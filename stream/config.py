@@ -12,16 +12,22 @@ running stream within seconds and without restart. Every write gets a new, large
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stream.row_filters import filter_segment, metric_filters
 from stream.store import Store
 from stream.validations import Validation, ValidationSet
+
+log = logging.getLogger(__name__)
+# Config kind of Arthur custom metrics (written by stream.monitor_store; their filters are read here).
+METRIC_KIND = "metric"
 
 MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 Granularity = Literal["minute", "hourly", "daily", "weekly", "monthly"]
@@ -85,6 +91,8 @@ class ModelState(BaseModel):
     model: ModelConfig
     validations: ValidationSet
     version: int
+    # Row filters of the model's Arthur metrics, by the segment their minute profiles go to.
+    row_filters: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
 
 class ConfigSnapshot(BaseModel):
@@ -189,4 +197,12 @@ class ConfigRepository:
                 state.validations = state.validations.with_validation(
                     Validation.create(row["key"], orjson.loads(row["body"])["expression"]))
                 state.version = max(state.version, row["version"])
+            if row["kind"] == METRIC_KIND and state is not None:
+                try:
+                    filters = metric_filters(orjson.loads(row["body"]).get("query") or {})
+                except (ValidationError, ValueError, AttributeError) as exc:  # stored by an older version
+                    log.warning("metric %s of model %s: filter ignored (%s)", row["key"], row["model"], exc)
+                    continue
+                if filters:
+                    state.row_filters[filter_segment(filters)] = filters
         return ConfigSnapshot(version=version, models=models)

@@ -27,10 +27,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stream.analysis.monitor_config import MonitorDocument, parse_document
-from stream.config import ConfigRepository
+from stream.config import METRIC_KIND, ConfigRepository
+from stream.row_filters import RowFilter
 
 MONITOR_CONFIG_KIND = "monitor_config"
-METRIC_KIND = "metric"
 ALERT_RULE_KIND = "alert_rule"
 
 AGGREGATIONS = ("avg", "count", "min", "max", "sum")
@@ -42,8 +42,6 @@ MetricFunction = Literal[
     "falsePositiveRate", "falseNegativeRate", "truePositiveRate", "trueNegativeRate",
     "PSI", "KLDivergence", "JSDivergence", "HellingerDistance",
 ]
-Comparator = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "notin"]
-Scalar = str | bool | int | float | None
 DEFAULT_FUNCTIONS = ("avg", "count", "min", "max")
 NUMERIC_TYPES = ("integral", "fractional")
 _NS = uuid.UUID("6f1f3c9e-2b7a-4c55-9d0e-6a1f5b3e8c21")
@@ -84,34 +82,11 @@ class Select(BaseModel):
         return self
 
 
-class Filter(BaseModel):
-    """One filter of a metric query: `{property, comparator, value}`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    property: Name
-    comparator: Comparator
-    value: Scalar | list[Scalar]
-
-    @model_validator(mode="after")
-    def _value_shape(self) -> Filter:
-        if self.comparator in ("in", "notin"):
-            if not isinstance(self.value, list):
-                raise ValueError(f"comparator {self.comparator!r} needs a list value")
-            if len(self.value) > 10_000:
-                raise ValueError("value: at most 10000 items")
-        elif isinstance(self.value, list):
-            raise ValueError(f"comparator {self.comparator!r} needs a single value, not a list")
-        if isinstance(self.value, float) and not math.isfinite(self.value):
-            raise ValueError("value must be finite")
-        return self
-
-
 class MetricQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     select: list[Select] = Field(min_length=1, max_length=32)
-    filter: list[Filter] = Field(default_factory=list, max_length=64)
+    filter: list[RowFilter] = Field(default_factory=list, max_length=64)
 
 
 class MetricBody(BaseModel):

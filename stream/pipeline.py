@@ -7,6 +7,7 @@ its window state (skipping messages already folded in) → report what is due fo
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ import polars as pl
 from sketches import DatasetProfile
 from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
 from stream.config import ConfigSnapshot, ModelConfig
+from stream.row_filters import is_filter_segment, row_filter_expr
 from stream.validations import ANOMALY_COUNT_COLUMN, ValidationSet
 from stream.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
 
+log = logging.getLogger(__name__)
 INTERNAL = ("__partition", "__offset", "__index", "__window_start", "__window_end")
 MINUTE = "minute"
 
@@ -125,6 +128,8 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                         split = split_by_segments(in_window, keys, model.max_segments, known)
                         known.update(split)
                         segments |= split
+                    if granularity == MINUTE and state is not None:  # rows of filtered Arthur metrics
+                        segments |= _filtered(in_window, state.row_filters)
                     window_end = int(in_window.get_column("__window_end")[0])
                     for segment, group_rows in segments.items():
                         counts = group_rows.select(
@@ -132,7 +137,7 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                             (pl.col(ANOMALY_COUNT_COLUMN) > 0).sum().alias("__any__")).row(0, named=True)
                         key = WindowKey(int(partition), str(model_name), granularity, int(window_start), segment)
                         parts: tuple[WindowKey, ...] = ()
-                        if granularity == MINUTE and granularity != model.granularity:
+                        if granularity == MINUTE != model.granularity and segment == OVERALL_SEGMENT:
                             minute_keys.append(key)
                         elif segment == OVERALL_SEGMENT:
                             parts = tuple(k for k in minute_keys if key.window_start <= k.window_start < window_end)
@@ -142,6 +147,20 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                             failed_events=int(counts["__any__"] or 0), parts=parts,
                         ))
     return plan
+
+
+def _filtered(rows: pl.DataFrame, row_filters: dict[str, list[dict[str, Any]]]) -> dict[str, pl.DataFrame]:
+    """The rows passing each filter, by filter segment (filters nothing passes are left out)."""
+    out = {}
+    for segment, filters in row_filters.items():
+        try:
+            passing = rows.filter(row_filter_expr(filters, rows.schema))
+        except pl.exceptions.PolarsError as exc:  # e.g. `lt` on a list column: this filter gets no rows
+            log.warning("metric filter %s cannot run on this batch: %s", filters, exc)
+            continue
+        if passing.height:
+            out[segment] = passing
+    return out
 
 
 class WindowTable:
@@ -209,7 +228,7 @@ class WindowTable:
         out: dict[str, set[str]] = {}
         for text in self.window_keys():
             key = WindowKey.decode(text)
-            if key.segment:
+            if key.segment and not is_filter_segment(key.segment):
                 out.setdefault(key.model, set()).add(key.segment)
         return out
 

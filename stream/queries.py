@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 
 from sketches import ColumnProfile, DatasetProfile
+from stream.row_filters import FILTER_SEGMENT_PREFIX
 from stream.store import Store, Where
 
 DAY_MS = 86_400_000
@@ -79,6 +80,8 @@ def _profile_where(segment: str | None) -> str:
              "AND window_start < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
     if segment is not None:
         where += " AND segment = {segment:String}"
+    else:  # every segment a user sees: not the minute profiles kept for filtered metrics
+        where += f" AND NOT startsWith(segment, '{FILTER_SEGMENT_PREFIX}')"
     return where
 
 

@@ -38,11 +38,11 @@ Supported functions (one ``select`` item; the metric must return a single value)
 * drift vs a reference profile (``parameters.reference`` / ``profile_id``): ``PSI``,
   ``KLDivergence``, ``JSDivergence``, ``HellingerDistance`` (``sketches.drift.column_distance``).
 
-**Filters are not supported**: profiles hold aggregates, not rows, so a row filter (``city eq
-Boston``, ``temperature gte 32``) cannot be answered from them, and minute profiles exist only for the
-overall segment.  A metric with a non-empty ``filter`` (or a ``target.filter``) is rejected at
-creation with :class:`RuleConfigError` ("unsupported filter …"); use a WhyLabs analyzer with a segment
-target matrix for per-segment monitoring.
+**Filters** (``filter`` of an inference query, ``target.filter`` of a drift query: ``[{property,
+comparator: eq|ne|lt|lte|gt|gte|in|notin, value}]``, all must hold): profiles hold aggregates, not
+rows, so workers keep minute profiles of the rows passing each distinct filter of a model's metrics
+(segment ``__filter__=<hash>``, :mod:`stream.row_filters`) from the moment the metric exists, and a
+rule on a filtered metric merges those instead of the overall minute profiles.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from sketches.drift import column_distance
 from stream.analysis.alerts import SCHEMA, alert_id, publish_alerts
 from stream.analysis.store import AlertRecord, last_rule_alert_ms
 from stream.queries import rollup
+from stream.row_filters import RowFilter, filter_segment, metric_filters
 from stream.store import Store
 
 __all__ = [
@@ -121,12 +122,6 @@ class SelectItem(_M):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-class FilterItem(_M):
-    property: str
-    comparator: Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "notin"]
-    value: Any = None
-
-
 class Metric(_M):
     """A custom metric: one aggregate / performance / drift function over the lookback window."""
 
@@ -182,20 +177,9 @@ def parse_metric(body: Mapping[str, Any]) -> Metric:
             except ValidationError as exc:
                 raise RuleConfigError(_errors(exc, "query.select.0")) from None
             errors += _check_function(item, "query.select.0")
-        for i, f in enumerate(q.get("filter") or []):
-            try:
-                FilterItem.model_validate(f)
-            except ValidationError as exc:
-                errors += _errors(exc, f"query.filter.{i}")
-                continue
-            errors.append({"path": f"query.filter.{i}", "message": (
-                "unsupported filter: Driftline evaluates alert rules on stored profiles (aggregates), which "
-                "cannot be filtered by row values; remove the filter or monitor a segment with a WhyLabs "
-                "analyzer instead")})
+        errors += _check_filters(q.get("filter"), "query.filter")
     elif "properties" in q:
-        if (q.get("target") or {}).get("filter"):
-            errors.append({"path": "query.target.filter", "message": "unsupported filter: drift metrics are "
-                           "computed on the overall minute profiles, which cannot be filtered"})
+        errors += _check_filters((q.get("target") or {}).get("filter"), "query.target.filter")
         if len(q.get("properties") or []) != 1:
             errors.append({"path": "query.properties", "message": "exactly one property"})
         if errors == []:
@@ -205,6 +189,20 @@ def parse_metric(body: Mapping[str, Any]) -> Metric:
     if errors:
         raise RuleConfigError(errors)
     return metric
+
+
+def _check_filters(filters: Any, path: str) -> list[dict[str, str]]:
+    if filters is None:
+        return []
+    if not isinstance(filters, list):
+        return [{"path": path, "message": "a list of {property, comparator, value}"}]
+    errors: list[dict[str, str]] = []
+    for i, f in enumerate(filters):
+        try:
+            RowFilter.model_validate(f)
+        except ValidationError as exc:
+            errors += _errors(exc, f"{path}.{i}")
+    return errors
 
 
 def _check_function(item: SelectItem, path: str) -> list[dict[str, str]]:
@@ -418,8 +416,10 @@ def evaluate_rule(store: Store, model: str, rule: AlertRule, metric: Metric, now
     minute = now_ms // MINUTE * MINUTE
     end = minute + MINUTE
     start = end - math.ceil(rule.lookback_period) * MINUTE
-    merged = rollup(store, model, "minute", start, end, "")
-    profile = merged[""][1] if "" in merged else None
+    filters = metric_filters(metric.query)
+    segment = filter_segment(filters) if filters else ""  # filtered rows have minute profiles of their own
+    merged = rollup(store, model, "minute", start, end, segment)
+    profile = merged[segment][1] if segment in merged else None
     value = compute_metric(metric, profile, load_reference)
     violated = value is not None and (value > rule.threshold if rule.bound == "upper" else value < rule.threshold)
     return RuleEvaluation(rule, metric, value, violated, start, end, minute)

@@ -24,6 +24,7 @@ from stream.analysis.rules import (
 )
 from stream.analysis.store import list_alerts
 from stream.pipeline import Due
+from stream.row_filters import metric_filters
 from stream.sink import Sink
 from stream.store import Store
 from stream.windows import WindowKey, WindowState
@@ -43,14 +44,20 @@ def _minute(store: Store, ws: int, mean: float, seed: int, model: str = MODEL) -
 
 
 def test_metric_validation() -> None:
-    with pytest.raises(RuleConfigError, match="unsupported filter"):
-        parse_metric({"name": "boston", "query": {"select": [{"function": "count"}],
-                                                  "filter": [{"property": "city", "comparator": "eq",
-                                                              "value": "Boston"}]}})
-    with pytest.raises(RuleConfigError, match="unsupported filter"):
+    boston = parse_metric({"name": "boston", "query": {"select": [{"function": "count"}], "filter": [
+        {"property": "city", "comparator": "eq", "value": "Boston"}]}})
+    assert metric_filters(boston.query) == [{"property": "city", "comparator": "eq", "value": "Boston"}]
+    drift_b = parse_metric({"name": "psi", "query": {
+        "properties": ["x"], "base": {"source": "reference", "profile_id": "r"},
+        "target": {"source": "inference", "filter": [{"property": "city", "comparator": "in", "value": ["B"]}]}}})
+    assert metric_filters(drift_b.query) == [{"property": "city", "comparator": "in", "value": ["B"]}]
+    with pytest.raises(RuleConfigError, match=r"query\.filter\.0.*needs a list value"):
+        parse_metric({"name": "m", "query": {"select": [{"function": "count"}],
+                                             "filter": [{"property": "city", "comparator": "in", "value": "B"}]}})
+    with pytest.raises(RuleConfigError, match=r"query\.target\.filter\.0"):
         parse_metric({"name": "psi", "query": {"properties": ["x"], "base": {"source": "reference", "profile_id": "r"},
-                                               "target": {"source": "inference", "filter": [
-                                                   {"property": "city", "comparator": "eq", "value": "B"}]}}})
+                                               "target": {"filter": [{"property": "x", "comparator": "like",
+                                                                      "value": 1}]}}})
     with pytest.raises(RuleConfigError, match="unsupported function"):
         parse_metric({"name": "m", "query": {"select": [{"function": "median", "parameters": {"property": "x"}}]}})
     with pytest.raises(RuleConfigError, match="needs a property"):
@@ -115,24 +122,47 @@ def test_rule_lookback_and_wait_time(store: Store) -> None:
 
 @pytest.mark.integration
 def test_rules_on_api_default_metrics_and_filtered_metrics(store: Store) -> None:
-    """Rules created through the API's repository (stream.monitor_store) are evaluated; a metric with a
-    row filter (accepted by that repository) is skipped, never guessed."""
+    """Rules created through the API's repository (stream.monitor_store) are evaluated. A metric with
+    a row filter is computed from the minute profiles the worker keeps of the rows passing it: the
+    filtered average crosses the threshold while the overall one does not."""
+    from stream.config import ConfigRepository, ModelConfig
+    from stream.decode import RawMessage
     from stream.monitor_store import AlertRule, Metric, MonitoringRepository, default_metric_id
+    from stream.settings import Settings
+    from stream.worker import StreamWorker
 
-    for i in range(6):
-        _minute(store, T0 + i * MINUTE, 10.0 if i < 3 else 30.0, seed=i, model="api")
+    model = "api"
+    ConfigRepository(store).put_model(ModelConfig(name=model))
     repo = MonitoringRepository(store)
-    filtered = repo.put_metric("api", Metric.model_validate({"id": "f", "name": "boston", "query": {
-        "select": [{"function": "count"}], "filter": [{"property": "in.city", "comparator": "eq", "value": "B"}]}}))
-    for rid, metric_id in (("r-default", default_metric_id("api", "max", "in.x")), ("r-filtered", filtered.id)):
-        repo.put_alert_rule("api", AlertRule(id=rid, metric_id=metric_id, bound="upper", threshold=0,
+    city_b = [{"property": "city", "comparator": "eq", "value": "B"}]
+    metrics = {
+        "r-default": default_metric_id(model, "avg", "in.x"),
+        "r-avg-b": repo.put_metric(model, Metric.model_validate({"id": "avg-b", "name": "avg x in B", "query": {
+            "select": [{"function": "avg", "parameters": {"property": "x"}}], "filter": city_b}})).id,
+        "r-count-b": repo.put_metric(model, Metric.model_validate({"id": "count-b", "name": "B rows", "query": {
+            "select": [{"function": "count"}], "filter": city_b}})).id,
+        "r-count-c": repo.put_metric(model, Metric.model_validate({"id": "count-c", "name": "C rows", "query": {
+            "select": [{"function": "count"}], "filter": [{"property": "city", "comparator": "eq", "value": "C"}]}})).id,
+    }
+    thresholds = {"r-default": 25, "r-avg-b": 25, "r-count-b": 9, "r-count-c": -1}
+    for rid, metric_id in metrics.items():
+        repo.put_alert_rule(model, AlertRule(id=rid, metric_id=metric_id, bound="upper", threshold=thresholds[rid],
                                              severity="warning", lookback_period=2, subsequent_alert_wait_time=60))
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
         pass
 
-    out = asyncio.run(evaluate_rules(store, "api", T0 + 5 * MINUTE, publish, "alerts"))
-    assert [a.rule_id for a in out] == ["r-default"] and out[0].body["rule"]["value"] > 25
+    worker = StreamWorker(Settings(topic_prefix="filtered-"), store, {}, publish)
+    events = [RawMessage(orjson.dumps({"model": model, "timestamp": T0 + (o // 10) * MINUTE + o % 10,
+                                       "inputs": {"x": 30 if o % 2 else 10, "city": "B" if o % 2 else "A"}}), 0, o, 0)
+              for o in range(60)]  # minutes 0..5, ten events each, half of them in city B
+    asyncio.run(worker.process(events))
+    asyncio.run(worker.flush(now=1e12))
+    out = asyncio.run(evaluate_rules(store, model, T0 + 5 * MINUTE, publish, "alerts"))
+    values = {a.rule_id: a.body["rule"]["value"] for a in out}
+    # overall avg 20 stays under 25; B's avg is 30; B has 5 rows a minute -> 10 in two minutes; no row
+    # passes city = C, and a count over no rows is 0 (so "fewer than N" rules fire when rows stop)
+    assert values == {"r-avg-b": 30.0, "r-count-b": 10.0, "r-count-c": 0.0}
 
 
 @pytest.fixture
