@@ -119,6 +119,11 @@ def create_app(settings: Settings) -> faust.App:
             await make_durable()
             acknowledge(app, batch)
 
+    @app.task
+    async def connect_store() -> None:
+        """Open the store and read the configuration at start, not inside the first batch."""
+        await worker().refresh_config()
+
     @app.timer(2.0)
     async def refresh_config() -> None:
         await worker().refresh_config()

@@ -61,8 +61,10 @@ import orjson
 from stream.analysis.monitor_config import AnomalyFilter, Monitor, MonitorDocument, parse_duration
 from stream.analysis.store import (
     AlertRecord,
+    AnomalyKey,
     ResultRecord,
     alert_ids_present,
+    reported_anomalies,
     unpublished_alerts,
     write_alerts,
 )
@@ -153,19 +155,28 @@ def _message(aid: str, model: str, monitor: Monitor, mode: str, anomalies: Seque
     }
 
 
+def _key(a: ResultRecord) -> AnomalyKey:
+    return (a.analyzer_id, a.segment, a.column or "", a.dataset_timestamp)
+
+
 def build_monitor_alerts(model: str, doc: MonitorDocument, results: Sequence[ResultRecord], now_ms: int,
-                         created_ms: int | None = None) -> list[tuple[Monitor, AlertRecord]]:
-    """Alerts of every monitor for these results (not yet de-duplicated against the store)."""
+                         created_ms: int | None = None,
+                         reported: Mapping[str, set[AnomalyKey]] | None = None) -> list[tuple[Monitor, AlertRecord]]:
+    """Alerts of every monitor for these results (ids not yet checked against the store). A DIGEST
+    leaves out the anomalies its monitor already reported (`reported`), so a re-run after late data
+    sends a digest of what is new, not everything again."""
     created = int(time.time() * 1000) if created_ms is None else created_ms
     out: list[tuple[Monitor, AlertRecord]] = []
     for monitor in doc.monitors:
         anomalies = filter_anomalies(monitor, results, now_ms)
+        mode = monitor.mode.type
+        if mode == "DIGEST" and reported:
+            anomalies = [a for a in anomalies if _key(a) not in reported.get(monitor.id, set())]
         if not anomalies:
             continue
-        mode = monitor.mode.type
         groups: list[list[ResultRecord]] = [anomalies] if mode == "DIGEST" else [[a] for a in anomalies]
         for group in groups:
-            keys = sorted((a.analyzer_id, a.segment, a.column, a.dataset_timestamp) for a in group)
+            keys = sorted(_key(a) for a in group)
             aid = alert_id(model, monitor.id, mode, keys)
             body = _message(aid, model, monitor, mode, group, created)
             out.append((monitor, AlertRecord(aid, model, "monitor", monitor.id, "", body["severity"], mode,
@@ -262,7 +273,11 @@ async def process_monitors(store: Store, model: str, doc: MonitorDocument, resul
         for r in results:
             if r.column and r.weight is None:
                 r.weight = column_weights.get(r.column)
-    pairs = build_monitor_alerts(model, doc, results, now_ms)
+    anomalous = [r for r in results if r.anomaly]
+    reported = await asyncio.to_thread(
+        reported_anomalies, store, model, [m.id for m in doc.monitors if m.mode.type == "DIGEST"],
+        min(r.dataset_timestamp for r in anomalous)) if anomalous else {}
+    pairs = build_monitor_alerts(model, doc, results, now_ms, reported=reported)
     webhooks: dict[str, list[str]] = {}
     for monitor, alert in pairs:
         urls = [a.target for a in monitor.actions or () if a.type == "webhook" and a.target]

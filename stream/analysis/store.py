@@ -47,6 +47,7 @@ __all__ = [
     "list_alerts",
     "list_results",
     "load_batches",
+    "reported_anomalies",
     "stored_result_versions",
     "unpublished_alerts",
     "write_alerts",
@@ -287,6 +288,29 @@ def unpublished_alerts(store: Store, limit: int = 1000) -> list[AlertRecord]:
     rows = store.query_dicts(f"SELECT * FROM {store.table('alerts')} FINAL WHERE published = 0 "
                              "ORDER BY created_at LIMIT {limit:UInt32}", {"limit": limit})
     return [_alert_from_row(r) for r in rows]
+
+
+AnomalyKey = tuple[str, str, str, int]  # analyzer id, segment, column ("" for the dataset), dataset timestamp
+
+
+def reported_anomalies(store: Store, model: str, monitor_ids: Sequence[str],
+                       since_ms: int) -> dict[str, set[AnomalyKey]]:
+    """Per monitor, the anomalies already in one of its alerts (sent or pending) with a dataset
+    timestamp at or after `since_ms` (an alert's dataset timestamp is its newest anomaly's)."""
+    if not monitor_ids:
+        return {}
+    rows = store.query_rows(
+        f"SELECT monitor_id, body FROM {store.table('alerts')} FINAL WHERE model = {{m:String}} "
+        "AND source = 'monitor' AND monitor_id IN {ids:Array(String)} "
+        "AND dataset_timestamp >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')",
+        {"m": model, "ids": list(monitor_ids), "since": since_ms})
+    out: dict[str, set[AnomalyKey]] = {}
+    for monitor_id, body in rows:
+        keys = out.setdefault(str(monitor_id), set())
+        for a in orjson.loads(body).get("anomalies") or []:
+            keys.add((str(a.get("analyzer_id") or ""), str(a.get("segment") or ""), str(a.get("column") or ""),
+                      int(a.get("dataset_timestamp") or 0)))
+    return out
 
 
 def last_rule_alert_ms(store: Store, model: str, rule_id: str) -> int | None:

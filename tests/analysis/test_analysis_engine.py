@@ -238,3 +238,37 @@ def test_cron_and_fixed_cadence_schedules_pick_their_batches() -> None:
         [monday, monday + 86_400_000]
     hourly = _doc([{**_stddev(), "schedule": {"type": "fixed", "cadence": "hourly"}}])
     assert len(_candidates(hourly, hourly.analyzers[0], monday + 5 * 3_600_000, "hourly", monday)) == 5
+
+
+def test_a_digest_after_late_data_holds_only_the_new_anomalies(store: Store) -> None:
+    from stream.analysis.alerts import process_monitors
+
+    model = MODEL
+    for i in range(3):
+        _write(store, T0 + i * HOUR, _profile(10.0, seed=i))
+    analyzers = [{"id": "hi", "targetMatrix": {"type": "column", "include": ["in.x"]},
+                  "config": {"type": "fixed", "metric": "mean", "upper": 15}}]
+    doc = _doc(analyzers, [{"id": "d", "analyzerIds": ["hi"], "schedule": {"type": "immediate"},
+                            "mode": {"type": "DIGEST"}}])
+    sent: list[dict[str, Any]] = []
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
+        import orjson
+
+        sent.append(orjson.loads(value))
+
+    def run() -> None:
+        results = run_analysis(store, model, doc, T0 + 5 * HOUR, "hourly", since_ms=T0)
+        asyncio.run(process_monitors(store, model, doc, results, publish, "alerts", now_ms=T0 + 5 * HOUR))
+
+    _write(store, T0 + 3 * HOUR, _profile(30.0, seed=3))
+    run()
+    assert [[a["dataset_timestamp"] for a in d["anomalies"]] for d in sent] == [[T0 + 3 * HOUR]]
+    # late data rewrites hour 1 (now anomalous) and hour 3 (still anomalous, already reported): both
+    # are evaluated again in the next run, the digest holds hour 1 only
+    _write(store, T0 + HOUR, _profile(40.0, seed=9), offset=7)
+    _write(store, T0 + 3 * HOUR, _profile(31.0, seed=8), offset=7)
+    run()
+    assert [[a["dataset_timestamp"] for a in d["anomalies"]] for d in sent] == [[T0 + 3 * HOUR], [T0 + HOUR]]
+    run()  # nothing new: no third digest
+    assert len(sent) == 2

@@ -135,6 +135,7 @@ def test_rules_on_api_default_metrics_and_filtered_metrics(store: Store) -> None
     ConfigRepository(store).put_model(ModelConfig(name=model))
     repo = MonitoringRepository(store)
     city_b = [{"property": "city", "comparator": "eq", "value": "B"}]
+    city_c = [{"property": "city", "comparator": "eq", "value": "C"}]
     metrics = {
         "r-default": default_metric_id(model, "avg", "in.x"),
         "r-avg-b": repo.put_metric(model, Metric.model_validate({"id": "avg-b", "name": "avg x in B", "query": {
@@ -142,7 +143,7 @@ def test_rules_on_api_default_metrics_and_filtered_metrics(store: Store) -> None
         "r-count-b": repo.put_metric(model, Metric.model_validate({"id": "count-b", "name": "B rows", "query": {
             "select": [{"function": "count"}], "filter": city_b}})).id,
         "r-count-c": repo.put_metric(model, Metric.model_validate({"id": "count-c", "name": "C rows", "query": {
-            "select": [{"function": "count"}], "filter": [{"property": "city", "comparator": "eq", "value": "C"}]}})).id,
+            "select": [{"function": "count"}], "filter": city_c}})).id,
     }
     thresholds = {"r-default": 25, "r-avg-b": 25, "r-count-b": 9, "r-count-c": -1}
     for rid, metric_id in metrics.items():
