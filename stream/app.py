@@ -8,6 +8,7 @@ Timers refresh configuration and flush closed windows to the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -21,9 +22,9 @@ from stream import metrics
 from stream.analysis.engine import analysis_tick
 from stream.decode import RawMessage
 from stream.delivery import BatchDeliveryApp, acknowledge, take_batches
-from stream.membership import record_member
+from stream.membership import PeerWatch, group_members, leave_group, record_member
 from stream.settings import Settings
-from stream.store import shared_store
+from stream.store import StoreError, shared_store
 from stream.windows import key_partition
 from stream.worker import StreamWorker
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> faust.App:
     # table values as JSON text whatever the declared serializer, so raw bytes do not survive it.
     windows = app.Table("windows", partitions=settings.partitions, key_type=str, value_type=str)
     state: dict[str, StreamWorker] = {}
+    watches: dict[str, PeerWatch] = {}
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
         name = topic.removeprefix(settings.topic_prefix)
@@ -128,12 +130,44 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh_config() -> None:
         await worker().refresh_config()
 
+    def member_id() -> str:
+        """Our consumer-group member id ("" before the first join)."""
+        consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+        coordinator = getattr(consumer, "_coordinator", None)
+        member = str(getattr(coordinator, "member_id", "") or "")
+        return "" if member == "" or member == getattr(coordinator, "UNKNOWN_MEMBER_ID", None) else member
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
-        """Record our group member id so a successor can evict it if we die (stream/membership.py)."""
-        consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
-        member_id = getattr(getattr(consumer, "_coordinator", None), "member_id", "")
-        record_member(settings.data_dir, app.conf.id, str(member_id or ""))
+        """Record our group member id so a successor can evict it if we die (stream/membership.py),
+        and beat at once: peers evict listed members without a recent heartbeat."""
+        record_member(settings.data_dir, app.conf.id, member_id())
+        if member_id():
+            await asyncio.to_thread(peer_watch().beat, member_id())
+
+    def peer_watch() -> PeerWatch:
+        if "peers" not in watches:
+            watches["peers"] = PeerWatch(worker().store, app.conf.id, settings.member_timeout_seconds)
+        return watches["peers"]
+
+    @app.timer(3.0)
+    async def watch_peers() -> None:
+        """Heartbeat our member; evict members of our group whose worker stopped beating."""
+        me, peers = member_id(), peer_watch()
+        if not me or not await asyncio.to_thread(peers.beat, me) or not peers.trusted():
+            return
+        listed = await group_members(settings.bootstrap_servers, app.conf.id)
+        if not listed:
+            return
+        try:
+            dead = await asyncio.to_thread(peers.dead_members, me, listed)
+        except StoreError as exc:
+            log.warning("reading member heartbeats failed: %s", exc)
+            return
+        for member in dead:
+            log.warning("group member %s sent no heartbeat for %.0fs: evicting it", member, peers.timeout)
+            if await leave_group(settings.bootstrap_servers, app.conf.id, member) == 0:
+                metrics.PEERS_EVICTED.inc()
 
     @app.timer(5.0)
     async def sample_lag() -> None:

@@ -41,6 +41,8 @@ from mode.utils.queues import FlowControlQueue
 
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
 YIELD_EVERY = 100
+# How often a full raw-message buffer is checked for room again (seconds).
+FULL_BUFFER_POLL = 0.005
 # After a fetch that returned nothing sooner than this, wait out the rest before fetching from that
 # broker again. Kafka itself holds an empty fetch for fetch.max.wait.ms (>= this), so there the
 # pause never triggers; against a broker that answers at once it caps polling at 20 fetches/s.
@@ -84,10 +86,14 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         queue = self.raw_queues.get(message.topic)
         if queue is None:
             await self.callback(message)
-        elif queue.full():
-            await queue.put(message)
-        else:
-            queue.put_nowait(message)
+            return
+        # The agent is behind: wait for room by polling, not with `queue.put` — a rebalance clears
+        # the queue without waking blocked putters, which would then wait forever.
+        while queue.full():
+            if self.suspend_flow.is_set():
+                return  # rebalancing: dropped here, fetched again after the seek to committed offsets
+            await asyncio.sleep(FULL_BUFFER_POLL)
+        queue.put_nowait(message)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self._deliver

@@ -24,3 +24,5 @@ VALIDATION_ERRORS = Counter("driftline_validation_errors_total",
 ANALYZER_EVALUATIONS = Counter("driftline_analyzer_evaluations_total", "Analyzer results computed", ["model"])
 ALERTS_PUBLISHED = Counter("driftline_alerts_published_total", "Alerts published to the alerts topic",
                            ["model", "source"])
+PEERS_EVICTED = Counter("driftline_group_members_evicted_total",
+                        "Dead consumer-group members evicted by this worker (stream/membership.py)")

@@ -36,6 +36,9 @@ class Settings(BaseModel):
     # code 75 so its supervisor restarts it (crash-only recovery from a wedged consumer, e.g. after
     # a broker restart). State is in the changelog and replays are fenced, so a restart is safe.
     stall_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A group member whose worker wrote no heartbeat for this long is evicted by a live worker (for
+    # brokers that never expire a dead member's session; Kafka's own session timeout is shorter).
+    member_timeout_seconds: float = Field(default=30.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -52,6 +55,7 @@ class Settings(BaseModel):
             unknown_models=e.get("DRIFTLINE_UNKNOWN_MODELS", "register"),
             worker_web_port=int(e.get("DRIFTLINE_WORKER_WEB_PORT", "6066")),
             stall_timeout_seconds=float(e.get("DRIFTLINE_STALL_TIMEOUT", "120")),
+            member_timeout_seconds=float(e.get("DRIFTLINE_MEMBER_TIMEOUT", "30")),
             api_host=e.get("DRIFTLINE_API_HOST", "127.0.0.1"),
             api_port=int(e.get("DRIFTLINE_API_PORT", "8000")),
         )
@@ -71,6 +75,7 @@ class Settings(BaseModel):
             "DRIFTLINE_UNKNOWN_MODELS": self.unknown_models,
             "DRIFTLINE_WORKER_WEB_PORT": str(self.worker_web_port),
             "DRIFTLINE_STALL_TIMEOUT": str(self.stall_timeout_seconds),
+            "DRIFTLINE_MEMBER_TIMEOUT": str(self.member_timeout_seconds),
             "DRIFTLINE_API_HOST": self.api_host,
             "DRIFTLINE_API_PORT": str(self.api_port),
         }

@@ -122,6 +122,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             n UInt64, v UInt64, row_count UInt64, profile String, written_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(written_at) ORDER BY (model, granularity, segment, day)""",
     ]),
+    (5, [
+        # Worker heartbeats per consumer-group member (stream/membership.py): a member the broker
+        # still lists without a recent heartbeat is evicted by a live peer. Old beats expire.
+        """CREATE TABLE IF NOT EXISTS {db}.group_members (
+            group_id String, member_id String, host String, pid UInt32, heartbeat DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(heartbeat) ORDER BY (group_id, member_id)
+        TTL toDateTime(heartbeat) + INTERVAL 1 DAY""",
+    ]),
 ]
 
 

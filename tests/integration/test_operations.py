@@ -19,6 +19,7 @@ import pytest
 
 from api.keys import create_key
 from stream.app import STALLED_EXIT_CODE
+from stream.membership import group_members
 from stream.services import LocalBroker, free_port
 from stream.settings import Settings
 from stream.store import Store
@@ -93,12 +94,7 @@ def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: 
 def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
         settings: Settings, tmp_path: Path, store: Store) -> None:
     """Scale out under load: partitions (and their window state, via the changelog) move from the
-    first worker to a second one that joins mid-stream; every count stays exact.
-
-    (Killing one of two workers is not tested here: noida-db 0.2.3 never expires a dead member's
-    session, so the survivor is never reassigned its partitions — reproduced with plain aiokafka.
-    On Apache Kafka the session timeout does it; a restarted worker evicts its predecessor itself,
-    see test_stream_faults.py and stream/membership.py.)"""
+    first worker to a second one that joins mid-stream; every count stays exact."""
     settings = settings.model_copy(update={"partitions": 4})
     _configure(store, settings)
     a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
@@ -123,6 +119,56 @@ def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
     finally:
         stop(first)
         if second is not None:
+            stop(second)
+
+
+def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor(
+        settings: Settings, tmp_path: Path, store: Store) -> None:
+    """Two workers share the partitions; one is SIGKILLed mid-stream and never comes back. noida-db
+    never expires the dead member, so the survivor evicts it once its heartbeats stop
+    (stream/membership.py), takes its partitions with their state, and every count stays exact.
+    The survivor runs supervised like in production: after the rebalance its Faust fetcher
+    occasionally never restarts, the stall watchdog exits 75 and the supervisor starts it again."""
+    settings = settings.model_copy(update={"partitions": 4, "member_timeout_seconds": 10,
+                                           "stall_timeout_seconds": 20})
+    _configure(store, settings)
+    a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
+    b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
+    rng = np.random.default_rng(13)
+    events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
+    messages = [(orjson.dumps(e), []) for e in events]
+    survivors = [spawn(["worker", "--loglevel", "info"], a, tmp_path / "worker-a.log")]
+    second = spawn(["worker", "--loglevel", "info"], b, tmp_path / "worker-b.log")
+    group = f"{settings.topic_prefix}worker"
+
+    def both_members_stable() -> bool:
+        members = asyncio.run(group_members(settings.bootstrap_servers, group))
+        return members is not None and len(members) == 2 and _decoded(a.worker_web_port) >= 0 \
+            and _decoded(b.worker_web_port) >= 0
+
+    def supervised_converged() -> bool:
+        if survivors[-1].poll() is not None:
+            assert survivors[-1].returncode == STALLED_EXIT_CODE, f"worker died with {survivors[-1].returncode}"
+            survivors.append(spawn(["worker", "--loglevel", "info"], a, tmp_path / f"worker-a{len(survivors)}.log"))
+        return _converged(store, _expected(events))
+
+    try:
+        eventually(both_members_stable, timeout=90, interval=1)
+        asyncio.run(_produce(settings, messages[:2000]))
+        # both hold partitions and have profiled some of the first half
+        eventually(lambda: _decoded(a.worker_web_port) > 0 and _decoded(b.worker_web_port) > 0, timeout=90)
+        second.kill()
+        second.wait(timeout=10)
+        asyncio.run(_produce(settings, messages[2000:]))
+        eventually(supervised_converged, timeout=180, interval=2)
+        _no_duplicate_rows(store)
+        log = (tmp_path / "worker-a.log").read_text(errors="replace")
+        assert "sent no heartbeat" in log and "evicting it" in log, "the survivor must have evicted the dead member"
+        print(f"survivor starts: {len(survivors)}")
+    finally:
+        for w in survivors:
+            stop(w)
+        if second.poll() is None:
             stop(second)
 
 
