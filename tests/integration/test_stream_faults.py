@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,45 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(settings: Set
         os.kill(worker.pid, signal.SIGKILL)  # mid-stream: some batches folded, offsets partly committed
         worker.wait()
         asyncio.run(_produce(settings, messages[4000:]))
+        worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker2.log")
+        eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+
+
+def test_sigkill_during_a_flush_then_restart_loses_and_doubles_nothing(settings: Settings, store: Store,
+                                                                       tmp_path: Path) -> None:
+    """The kill lands while the worker's INSERT into `profiles` is running on the ClickHouse server
+    (seen in system.processes): the write may or may not complete, the offsets of the windows in it
+    are not committed either way, and the restarted worker's replay is fenced."""
+    _configure(store, settings)
+    rng = np.random.default_rng(4)
+    events = [e for h in range(3) for e in _events(rng, "house", 3000, T0 + h * HOUR)]
+    messages = [(orjson.dumps(e), []) for e in events]
+    worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker1.log")
+    table = store.table("profiles")
+    caught: list[str] = []
+
+    def kill_during_insert() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not caught:
+            rows = store.query_rows("SELECT query FROM system.processes WHERE startsWith(query, 'INSERT INTO') "
+                                    "AND position(query, {t:String}) > 0", {"t": table})
+            if rows:
+                os.kill(worker.pid, signal.SIGKILL)
+                caught.append(str(rows[0][0])[:80])
+
+    try:
+        eventually(lambda: _decoded(settings) >= 0, timeout=60)
+        watcher = threading.Thread(target=kill_during_insert)
+        watcher.start()
+        asyncio.run(_produce(settings, messages[:6000]))
+        watcher.join()
+        assert caught, "no INSERT into profiles was seen within 60 s"
+        print(f"killed during: {caught[0]}")
+        worker.wait(timeout=10)
+        asyncio.run(_produce(settings, messages[6000:]))
         worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker2.log")
         eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
         assert worker.poll() is None
