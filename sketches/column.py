@@ -124,26 +124,31 @@ class ColumnProfile:
             self.type_counts["integral"] += nonnull
             ints = (s.drop_nulls() if nulls else s).to_numpy()
             uniq, counts = np.unique(ints, return_counts=True)
-            self._track_finite(ints.astype(np.float64))
+            self._track_finite(ints.astype(np.float64), float(uniq[0]), float(uniq[-1]))
             list(map(self.hll.update, uniq.astype(np.float64).tolist()))
             self._feed_fi(uniq.tolist(), counts.astype(np.int64))
             return
         self.type_counts["fractional"] += nonnull
-        arr = s.cast(pl.Float64).to_numpy()
-        isnan = np.isnan(arr)
-        isinf = np.isinf(arr)
-        self.nan_count += int(isnan.sum()) - nulls
-        self.inf_count += int(isinf.sum())
-        finite = arr[~(isnan | isinf)]
-        self._track_finite(finite)
+        arr = s.cast(pl.Float64).to_numpy()  # nulls become NaN
+        finite_mask = np.isfinite(arr)
+        if finite_mask.all():
+            finite = arr if arr.flags.writeable else arr.copy()  # the KLL binding takes writable arrays
+        else:
+            isnan = np.isnan(arr)
+            self.nan_count += int(isnan.sum()) - nulls
+            self.inf_count += int(arr.size - finite_mask.sum() - isnan.sum())
+            finite = arr[finite_mask]
         if finite.size:
-            list(map(self.hll.update, np.unique(finite).tolist()))
+            uniq = np.unique(finite)  # sorted: its ends are the batch's min and max
+            self._track_finite(finite, float(uniq[0]), float(uniq[-1]))
+            list(map(self.hll.update, uniq.tolist()))
 
-    def _track_finite(self, finite: npt.NDArray[np.float64]) -> None:
+    def _track_finite(self, finite: npt.NDArray[np.float64], lo: float | None = None, hi: float | None = None) -> None:
         if finite.size == 0:
             return
         self.moments = self.moments.merge(Moments.from_array(finite))
-        lo, hi = float(finite.min()), float(finite.max())
+        lo = float(finite.min()) if lo is None else lo
+        hi = float(finite.max()) if hi is None else hi
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
         self.kll.update(finite)
