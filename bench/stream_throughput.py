@@ -1,6 +1,6 @@
 """Stream throughput: one `driftline worker` process, local broker and embedded store (SPEC §12).
 
-Starts its own fresh noida-db broker (free port, temporary data dir); the worker uses an embedded
+Starts a fresh noida-db broker per scenario (free port, temporary data dir); the worker uses an embedded
 chDB store (`chdb://<tmp>/store`) and registers the unknown model with defaults. Two scenarios:
 
 * A — single JSON events, one per Kafka message (default 200k events; target >= 20k events/s);
@@ -365,19 +365,21 @@ def main() -> int:
     if args.quick:
         args.events, args.arrow_events = min(args.events, 20_000), min(args.arrow_events, 300_000)
     root = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
-    broker = LocalBroker(root / "broker", port=free_port())
     results = []
     try:
-        broker.up()
         for name, n, skip in (("json", args.events, args.skip_json), ("arrow", args.arrow_events, args.skip_arrow)):
             if skip:
                 continue
+            # A fresh broker per scenario: the second one does not run beside the first one's topics.
+            broker = LocalBroker(root / f"broker-{name}", port=free_port())
             try:
+                broker.up()
                 results.append(run_scenario(name, n, broker, root, args.partitions, args.timeout, py_spy))
             except Exception as exc:  # report what ran; one failing scenario does not hide the other
                 results.append(Result(name, n, 0, ok=False, note=f"{type(exc).__name__}: {exc}"))
+            finally:
+                broker.down()
     finally:
-        broker.down()
         if args.keep:
             print(f"kept {root}")
         else:
