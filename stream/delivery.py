@@ -35,7 +35,7 @@ import faust
 from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import Message, TransportT
+from faust.types import TP, Message, TransportT
 from mode import ServiceT
 from mode.utils.queues import FlowControlQueue
 
@@ -82,18 +82,23 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             self.raw_queues[topic] = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=True)
         return self.raw_queues[topic]
 
-    async def _deliver(self, message: Message) -> None:
+    async def _deliver(self, message: Message) -> bool:
+        """Hand `message` on; False when it was left for a re-fetch (a rebalance is under way)."""
         queue = self.raw_queues.get(message.topic)
         if queue is None:
             await self.callback(message)
-            return
-        # The agent is behind: wait for room by polling, not with `queue.put` — a rebalance clears
-        # the queue without waking blocked putters, which would then wait forever.
-        while queue.full():
-            if self.suspend_flow.is_set():
-                return  # rebalancing: dropped here, fetched again after the seek to committed offsets
+            return True
+        flow = self.app.flow_control
+        # Like Faust's conductor, put nothing into a stream buffer while flow control is suspended:
+        # resuming clears the buffers. The message is not lost: after a rebalance positions are sought
+        # back to the committed offsets and it is fetched again. A full buffer is waited out by
+        # polling, not with `queue.put` (a clear does not wake blocked putters).
+        while not flow.is_active() or queue.full():
+            if not flow.is_active() or self.suspend_flow.is_set():
+                return False
             await asyncio.sleep(FULL_BUFFER_POLL)
         queue.put_nowait(message)
+        return True
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self._deliver
@@ -105,6 +110,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             while not (self._stopped.is_set() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 records = self.getmany(timeout=1.0)
+                left_behind: set[TP] = set()  # partitions whose rest of this fetch must be read again
                 await asyncio.sleep(0)
                 if self.should_stop:
                     break
@@ -123,11 +129,21 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if self.suspend_flow.is_set():
+                    if message.topic in self.raw_queues:
+                        if tp in left_behind:
+                            continue
+                        if await deliver(message):
+                            read_offsets[tp] = message.offset
+                        else:  # fetch it again from here (Faust seeks to committed after a rebalance too)
+                            left_behind.add(tp)
+                            with contextlib.suppress(Exception):  # revoked meanwhile: the new owner reads it
+                                await self.seek(tp, message.offset)
+                    elif self.suspend_flow.is_set():
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
+                        read_offsets[tp] = message.offset
                     else:
                         await deliver(message)
-                    read_offsets[tp] = message.offset
+                        read_offsets[tp] = message.offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except (asyncio.CancelledError, *self.consumer_stopped_errors):  # type: ignore[misc]
             if self.transport.app.should_stop:

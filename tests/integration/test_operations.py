@@ -49,6 +49,27 @@ def _no_duplicate_rows(store: Store) -> None:
     assert dupes == []
 
 
+class Supervised:
+    """What compose/k8s do: a worker that exits with 75 (stalled) is started again; any other exit fails."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+        self.settings, self.log_dir, self.name = settings, log_dir, name
+        self.procs = [spawn(["worker", "--loglevel", "info"], settings, log_dir / f"{name}.log")]
+
+    def alive(self) -> bool:
+        """Restart a stalled worker; True while one runs."""
+        current = self.procs[-1]
+        if current.poll() is not None:
+            assert current.returncode == STALLED_EXIT_CODE, f"worker died with {current.returncode}"
+            self.procs.append(spawn(["worker", "--loglevel", "info"], self.settings,
+                                    self.log_dir / f"{self.name}{len(self.procs)}.log"))
+        return True
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A private broker this test may stop and start without disturbing the session's broker."""
@@ -65,14 +86,7 @@ def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: 
     rng = np.random.default_rng(11)
     events = [e for h in range(2) for e in _events(rng, "house", 1500, T0 + h * HOUR)]
     messages = [(orjson.dumps(e), []) for e in events]
-    workers = [spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker.log")]
-
-    def supervised_converged() -> bool:
-        """What compose/k8s do: a worker that exits with 75 (stalled) is started again."""
-        if workers[-1].poll() is not None:
-            assert workers[-1].returncode == STALLED_EXIT_CODE, f"worker died with {workers[-1].returncode}"
-            workers.append(spawn(["worker", "--loglevel", "info"], settings, tmp_path / f"worker{len(workers)}.log"))
-        return _converged(store, _expected(events))
+    worker = Supervised(settings, tmp_path, "worker")
 
     try:
         eventually(lambda: _decoded(settings.worker_web_port) >= 0, timeout=60)
@@ -80,15 +94,14 @@ def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: 
         eventually(lambda: _decoded(settings.worker_web_port) >= 1000, timeout=60, interval=0.2)
         own_broker.down()
         time.sleep(3)  # the worker sees the broker gone: fetches, commits and changelog writes fail
-        assert workers[-1].poll() is None, "worker must survive a broker outage"
+        assert worker.procs[-1].poll() is None, "worker must survive a broker outage"
         own_broker.up()
         asyncio.run(_produce(settings, messages[1000:]))
-        eventually(supervised_converged, timeout=150, interval=2)
+        eventually(lambda: worker.alive() and _converged(store, _expected(events)), timeout=150, interval=2)
         _no_duplicate_rows(store)
-        print(f"worker starts: {len(workers)}")
+        print(f"worker starts: {len(worker.procs)}")
     finally:
-        for w in workers:
-            stop(w)
+        worker.stop()
 
 
 def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
@@ -137,7 +150,7 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
     rng = np.random.default_rng(13)
     events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
     messages = [(orjson.dumps(e), []) for e in events]
-    survivors = [spawn(["worker", "--loglevel", "info"], a, tmp_path / "worker-a.log")]
+    survivor = Supervised(a, tmp_path, "worker-a")
     second = spawn(["worker", "--loglevel", "info"], b, tmp_path / "worker-b.log")
     group = f"{settings.topic_prefix}worker"
 
@@ -145,12 +158,6 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
         members = asyncio.run(group_members(settings.bootstrap_servers, group))
         return members is not None and len(members) == 2 and _decoded(a.worker_web_port) >= 0 \
             and _decoded(b.worker_web_port) >= 0
-
-    def supervised_converged() -> bool:
-        if survivors[-1].poll() is not None:
-            assert survivors[-1].returncode == STALLED_EXIT_CODE, f"worker died with {survivors[-1].returncode}"
-            survivors.append(spawn(["worker", "--loglevel", "info"], a, tmp_path / f"worker-a{len(survivors)}.log"))
-        return _converged(store, _expected(events))
 
     try:
         eventually(both_members_stable, timeout=90, interval=1)
@@ -160,14 +167,13 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
         second.kill()
         second.wait(timeout=10)
         asyncio.run(_produce(settings, messages[2000:]))
-        eventually(supervised_converged, timeout=180, interval=2)
+        eventually(lambda: survivor.alive() and _converged(store, _expected(events)), timeout=180, interval=2)
         _no_duplicate_rows(store)
         log = (tmp_path / "worker-a.log").read_text(errors="replace")
         assert "sent no heartbeat" in log and "evicting it" in log, "the survivor must have evicted the dead member"
-        print(f"survivor starts: {len(survivors)}")
+        print(f"survivor starts: {len(survivor.procs)}")
     finally:
-        for w in survivors:
-            stop(w)
+        survivor.stop()
         if second.poll() is None:
             stop(second)
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -48,6 +49,18 @@ def _decoded(settings: Settings) -> float:
     return metric_value(body.decode(), "driftline_events_decoded_total") if status == 200 else -1.0
 
 
+def _restart_after_kill(settings: Settings, store: Store, tmp_path: Path, rest: list[tuple[bytes, list[Any]]],
+                        events: list[dict[str, Any]]) -> None:
+    """Produce the rest, start a new worker on the same data dir, and wait for exact counts."""
+    asyncio.run(_produce(settings, rest))
+    worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker2.log")
+    try:
+        eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+
+
 def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(settings: Settings, store: Store,
                                                                    tmp_path: Path) -> None:
     _configure(store, settings)
@@ -61,10 +74,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(settings: Set
         eventually(lambda: _decoded(settings) >= 1500, timeout=60, interval=0.1)
         os.kill(worker.pid, signal.SIGKILL)  # mid-stream: some batches folded, offsets partly committed
         worker.wait()
-        asyncio.run(_produce(settings, messages[4000:]))
-        worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker2.log")
-        eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
-        assert worker.poll() is None
+        _restart_after_kill(settings, store, tmp_path, messages[4000:], events)
     finally:
         stop(worker)
 
@@ -100,10 +110,7 @@ def test_sigkill_during_a_flush_then_restart_loses_and_doubles_nothing(settings:
         assert caught, "no INSERT into profiles was seen within 60 s"
         print(f"killed during: {caught[0]}")
         worker.wait(timeout=10)
-        asyncio.run(_produce(settings, messages[6000:]))
-        worker = spawn(["worker", "--loglevel", "info"], settings, tmp_path / "worker2.log")
-        eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
-        assert worker.poll() is None
+        _restart_after_kill(settings, store, tmp_path, messages[6000:], events)
     finally:
         stop(worker)
 
