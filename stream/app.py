@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream import metrics
 from stream.analysis.engine import analysis_tick
 from stream.decode import RawMessage
-from stream.delivery import pace_empty_fetches
+from stream.fetch_pacing import pace_empty_fetches
 from stream.membership import PeerWatch, group_members, leave_group, record_member
 from stream.settings import Settings
 from stream.store import StoreError, shared_store

@@ -1,4 +1,4 @@
-"""The worker's Kafka plumbing against the real broker: fetch pacing on an idle topic."""
+"""Fetch pacing against the real broker: an idle consumer does not busy-poll it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
 
-from stream.delivery import EMPTY_FETCH_PAUSE, pace_empty_fetches
+from stream.fetch_pacing import EMPTY_FETCH_PAUSE, pace_empty_fetches
 from stream.services import LocalBroker
 
 
