@@ -135,9 +135,7 @@ def create_app(settings: Settings) -> faust.App:
     def member_id() -> str:
         """Our consumer-group member id ("" before the first join)."""
         consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
-        coordinator = getattr(consumer, "_coordinator", None)
-        member = str(getattr(coordinator, "member_id", "") or "")
-        return "" if member == "" or member == getattr(coordinator, "UNKNOWN_MEMBER_ID", None) else member
+        return str(getattr(getattr(consumer, "_coordinator", None), "member_id", "") or "")  # "" = unknown
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:

@@ -162,9 +162,13 @@ class ConfigRepository:
         return self._put("validation", model, validation.name, {"expression": validation.expression})
 
     def delete_validation(self, model: str, name: str) -> bool:
-        if not self._rows_for("validation", model, name):
+        return self._delete("validation", model, name)
+
+    def _delete(self, kind: str, model: str, key: str) -> bool:
+        """Tombstone one stored document; False when there is none."""
+        if not self._rows_for(kind, model, key):
             return False
-        self._put("validation", model, name, None, deleted=True)
+        self._put(kind, model, key, None, deleted=True)
         return True
 
     def _rows_for(self, kind: str, model: str, key: str) -> list[dict[str, Any]]:

@@ -216,10 +216,7 @@ class MonitoringRepository(ConfigRepository):
         return metric
 
     def delete_metric(self, model: str, metric_id: str) -> bool:
-        if not self._rows_for(METRIC_KIND, model, metric_id):
-            return False
-        self._put(METRIC_KIND, model, metric_id, None, deleted=True)
-        return True
+        return self._delete(METRIC_KIND, model, metric_id)
 
     # -- alert rules ----------------------------------------------------------------------------------
     def list_alert_rules(self, model: str) -> list[AlertRule]:
@@ -234,7 +231,4 @@ class MonitoringRepository(ConfigRepository):
         return rule
 
     def delete_alert_rule(self, model: str, rule_id: str) -> bool:
-        if not self._rows_for(ALERT_RULE_KIND, model, rule_id):
-            return False
-        self._put(ALERT_RULE_KIND, model, rule_id, None, deleted=True)
-        return True
+        return self._delete(ALERT_RULE_KIND, model, rule_id)

@@ -224,19 +224,7 @@ async def publish_alerts(store: Store, alerts: Sequence[AlertRecord], publish: P
     if not fresh:
         return []
     await asyncio.to_thread(write_alerts, store, fresh)
-    sent: list[AlertRecord] = []
-    for a in fresh:
-        try:
-            await publish(topic, a.model.encode(), orjson.dumps(a.body, default=str),
-                          {"schema": SCHEMA.encode(), "alert-id": a.alert_id.encode()})
-        except Exception:
-            log.exception("publishing alert %s failed; it stays pending", a.alert_id)
-            continue
-        a.published = True
-        a.created_at += 1  # the newer row wins in the ReplacingMergeTree
-        sent.append(a)
-    if sent:
-        await asyncio.to_thread(write_alerts, store, sent)
+    sent = await _send(store, fresh, publish, topic)
     posts = [post_webhook(url, a.body) for a in sent for url in (webhooks or {}).get(a.alert_id, ())]
     if posts:
         await asyncio.gather(*posts)
@@ -246,16 +234,21 @@ async def publish_alerts(store: Store, alerts: Sequence[AlertRecord], publish: P
 async def publish_pending(store: Store, publish: Publish, topic: str) -> list[AlertRecord]:
     """Resend alerts recorded but never acknowledged by the topic (crash or broker outage)."""
     pending = await asyncio.to_thread(unpublished_alerts, store)
-    sent = []
-    for a in pending:
+    return await _send(store, pending, publish, topic)
+
+
+async def _send(store: Store, alerts: Sequence[AlertRecord], publish: Publish, topic: str) -> list[AlertRecord]:
+    """Publish recorded alerts; mark those the topic accepted as published (the rest stay pending)."""
+    sent: list[AlertRecord] = []
+    for a in alerts:
         try:
             await publish(topic, a.model.encode(), orjson.dumps(a.body, default=str),
                           {"schema": SCHEMA.encode(), "alert-id": a.alert_id.encode()})
         except Exception:
-            log.exception("publishing pending alert %s failed", a.alert_id)
+            log.exception("publishing alert %s failed; it stays pending", a.alert_id)
             continue
         a.published = True
-        a.created_at = int(time.time() * 1000)
+        a.created_at = max(a.created_at + 1, int(time.time() * 1000))  # the newer row wins in the ReplacingMergeTree
         sent.append(a)
     if sent:
         await asyncio.to_thread(write_alerts, store, sent)
