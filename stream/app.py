@@ -15,12 +15,13 @@ import time
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream import metrics
 from stream.analysis.engine import analysis_tick
 from stream.decode import RawMessage
+from stream.delivery import BatchDeliveryApp, acknowledge, take_batches
 from stream.fetch_pacing import pace_empty_fetches
 from stream.membership import PeerWatch, group_members, leave_group, record_member
 from stream.settings import Settings
@@ -44,8 +45,7 @@ class PartitionedTable(faust.Table):
         return key_partition(key)
 
 
-def _raw(event: EventT) -> RawMessage:
-    m = event.message
+def _raw(m: Message) -> RawMessage:
     raw_headers: Any = m.headers
     headers = list(raw_headers.items()) if isinstance(raw_headers, dict) else list(raw_headers or ())
     return RawMessage(
@@ -71,7 +71,7 @@ def _chunks(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]
 def create_app(settings: Settings) -> faust.App:
     """A Faust app bound to the settings' broker; topics are created by `ensure_topics` first."""
     pace_empty_fetches()
-    app = faust.App(
+    app = BatchDeliveryApp(
         f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
@@ -84,7 +84,6 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1,
         broker_commit_every=MAX_BATCH,
         consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=4 * MAX_BATCH,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         datadir=str(settings.data_dir / "faust"),
@@ -118,10 +117,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(MAX_BATCH, within=0.5):  # type: ignore[attr-defined]
-            for chunk in _chunks([_raw(e) for e in batch], MAX_BATCH_BYTES):
+        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5, queue_size=4 * MAX_BATCH):
+            for chunk in _chunks([_raw(m) for m in batch], MAX_BATCH_BYTES):
                 await worker().process(chunk)
             await make_durable()
+            acknowledge(app, batch)
 
     @app.task
     async def connect_store() -> None:

@@ -1,4 +1,4 @@
-"""Run the runnable examples in the sketches docstrings."""
+"""Run the runnable examples in the docstrings."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ MODULES = [
     "sketches.performance",
     "sketches.segments",
     "sketches.serialization",
+    "stream.delivery",
+    "stream.row_filters",
 ]
 
 

@@ -1,0 +1,325 @@
+"""Batch delivery of the events topic: Faust's consumer and tables, without per-message scheduling.
+
+Faust hands every fetched message to its streams one at a time: the fetcher wraps each delivery in
+`wait_first(callback(message), suspend_flow.wait())` (two tasks and an `asyncio.wait` per message),
+the conductor turns it into an event through three awaits, and the stream iterator yields to the
+event loop once per event. On this machine kind that caps an agent that does nothing at ~5k
+messages/s — a quarter of the single-event target before any work is done.
+
+`BatchDeliveryConsumer` puts the raw messages of the events topic straight into a flow-control
+queue, and `take_batches` reads that queue in bulk. Everything else stays Faust's: group membership,
+co-partitioned assignment, changelog tables, offset commits and rebalances. What keeps "every offset
+folded exactly once":
+
+* Window states fence replays by the highest offset folded into them, so per partition the agent
+  must get offsets in order with no hole. `OffsetSequence` enforces that where messages are taken
+  (the only place that sees what the agent really gets): a message past a hole is dropped and the
+  fetch loop seeks back to the hole. Offsets do go missing on the way — the queue is cleared when a
+  rebalance ends, and aiokafka leaves a partition without a committed offset where it was instead of
+  seeking it back — and offsets queued but never taken are read again once the queue is idle.
+* Like Faust's own stream, nothing is taken during a rebalance or from an earlier generation, and
+  nothing is queued while flow control is suspended (resuming clears the queue).
+* A taken message is pending (`track_message`) until the caller acknowledges it, after the state
+  holding it is durable. Faust's rebalance waits for pending messages, so a batch being processed
+  is finished before its partitions are handed over, and commits never pass an unfolded offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import faust
+from aiokafka.errors import IllegalStateError
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, Message, TransportT
+from mode import ServiceT
+from mode.utils.queues import FlowControlQueue
+
+log = logging.getLogger(__name__)
+# Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
+YIELD_EVERY = 100
+# How often a full queue is checked for room again (seconds): a rebalance clears the queue without
+# waking blocked putters, so a full queue is waited out by polling, not with `queue.put`.
+FULL_QUEUE_POLL = 0.005
+# How long the queue may stay empty before offsets queued but never handed over are read again.
+IDLE_CHECK = 1.0
+
+
+class Verdict(enum.Enum):
+    """What to do with a message taken from the queue."""
+
+    TAKE = "take"  # the next offset of its partition: hand it over
+    DROP = "drop"  # already handed over, fetched before a seek back, or not yet in sequence
+    SEEK_BACK = "seek-back"  # offsets are missing before it: drop it and read again from the hole
+    GAP = "gap"  # the log has no records before it (compaction, transaction markers): hand it over
+
+
+class OffsetSequence:
+    """Hands over each partition's offsets strictly in order, starting at the committed offset.
+
+    Window states fence replays by the highest offset folded into them, so folding a later offset
+    before an earlier one would silently drop the earlier one. Offsets can go missing between the
+    fetcher and the agent in more than one way (the queue is cleared when a rebalance ends; after a
+    rebalance aiokafka does not seek a partition that has no committed offset back at all), so the
+    order is checked where messages are handed over, and a hole is repaired by seeking back to it.
+
+    >>> seq = OffsetSequence()
+    >>> seq.restart("p", 10)
+    >>> [seq.admit("p", o).value for o in (9, 10, 11, 13)]
+    ['drop', 'take', 'take', 'seek-back']
+    >>> [seq.admit("p", o).value for o in (14, 12)]  # 14 was fetched before the seek; 12 after it
+    ['drop', 'take']
+    >>> seq.admit("p", 15).value, seq.next_offset("p")  # 13 is gone
+    ('seek-back', 13)
+    >>> seq.admit("p", 15).value, seq.next_offset("p")  # the log has nothing at 13 or 14
+    ('gap', 16)
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Any, int] = {}
+        self._repairing: dict[Any, int] = {}  # partition -> the offset first seen after its hole
+
+    def restart(self, tp: Any, offset: int) -> None:
+        """`tp` is (re)assigned and its consumer positioned at `offset`."""
+        self._next[tp] = offset
+        self._repairing.pop(tp, None)
+
+    def forget(self, tp: Any) -> None:
+        self._next.pop(tp, None)
+        self._repairing.pop(tp, None)
+
+    def next_offset(self, tp: Any) -> int | None:
+        return self._next.get(tp)
+
+    def partitions(self) -> list[Any]:
+        return list(self._next)
+
+    def admit(self, tp: Any, offset: int) -> Verdict:
+        expected = self._next.get(tp)
+        if expected is None or offset < expected:
+            return Verdict.DROP
+        if offset == expected:
+            self._next[tp] = offset + 1
+            self._repairing.pop(tp, None)
+            return Verdict.TAKE
+        seen = self._repairing.get(tp)
+        if seen is None:
+            self._repairing[tp] = offset
+            return Verdict.SEEK_BACK
+        if offset > seen:
+            return Verdict.DROP  # fetched before the seek back
+        # The first record at or after the hole since seeking back to it: nothing lies before it.
+        self._next[tp] = offset + 1
+        del self._repairing[tp]
+        return Verdict.GAP
+
+
+class BatchDeliveryConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer that hands the messages of `deliver_raw` topics to a queue without
+    making events of them, and delivers other topics (changelogs) as Faust does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raw_queues: dict[str, FlowControlQueue[Message]] = {}
+        self.sequence = OffsetSequence()
+        self._queued: dict[TP, int] = {}  # raw partition -> last offset put into its queue
+        self._seek_requests: dict[TP, int] = {}
+
+    def deliver_raw(self, topic: str, maxsize: int) -> FlowControlQueue[Message]:
+        """The queue that receives `topic`'s messages from now on (the topic must be subscribed)."""
+        if topic not in self.raw_queues:
+            self.raw_queues[topic] = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=True)
+        return self.raw_queues[topic]
+
+    def flowing(self, message: Message) -> bool:
+        """May `message` be handed on now? Not during a rebalance, not from an earlier generation."""
+        return self.app.flow_control.is_active() and message.generation_id == self.app.consumer_generation_id
+
+    def admit(self, message: Message) -> bool:
+        """Should the agent get `message`? Asks for a seek back when offsets before it are missing."""
+        if not self.flowing(message):
+            return False
+        tp, offset = message.tp, message.offset
+        expected = self.sequence.next_offset(tp)
+        verdict = self.sequence.admit(tp, offset)
+        if verdict is Verdict.SEEK_BACK:
+            log.info("offsets %s..%d of %s went missing before the agent: reading them again",
+                     expected, offset - 1, tp)
+            self.request_seek(tp, cast(int, expected))
+        elif verdict is Verdict.GAP:
+            # Offsets without records count as acknowledged, or the commit could not pass them
+            # (what Faust's fetcher does for every gap it reads past).
+            self._gap[tp].addi(cast(int, expected), offset)
+            self._gap[tp].merge_overlaps()
+        return verdict in (Verdict.TAKE, Verdict.GAP)
+
+    def request_seek(self, tp: TP, offset: int) -> None:
+        """Have the fetch loop position `tp` at `offset` (it seeks between deliveries)."""
+        self._seek_requests[tp] = offset
+
+    def repair_tails(self) -> None:
+        """Called when the queue is idle: offsets queued but never handed over (cleared by a
+        rebalance) are read again; later messages would find the hole too, but none may come."""
+        for tp in self.sequence.partitions():
+            expected = self.sequence.next_offset(tp)
+            if expected is not None and self._queued.get(tp, -1) >= expected:
+                self.request_seek(tp, expected)
+
+    async def perform_seek(self) -> None:
+        """Faust seeks every partition to its committed offset at the end of a rebalance; the
+        sequence of raw partitions restarts there (at the log start when nothing was committed,
+        where aiokafka leaves the position untouched, so the sequence seeks there itself)."""
+        await super().perform_seek()
+        assigned = [tp for tp in self.assignment() if tp.topic in self.raw_queues]
+        uncommitted = [tp for tp in assigned if not self._committed_offset.get(tp)]
+        earliest = await self.earliest_offsets(*uncommitted) if uncommitted else {}
+        for tp in assigned:
+            start = self._committed_offset.get(tp) or earliest.get(tp) or 0
+            self.sequence.restart(tp, start)
+            if tp in uncommitted:
+                self.request_seek(tp, start)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self.sequence.forget(tp)
+            self._queued.pop(tp, None)
+            self._seek_requests.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def _put_raw(self, queue: FlowControlQueue[Message], message: Message) -> bool:
+        """Queue `message` once flow control allows it and there is room; False when a rebalance
+        began meanwhile (it is read again: from the committed offset, or by a seek back)."""
+        flow = self.app.flow_control
+        while message.generation_id == self.app.consumer_generation_id and not self.suspend_flow.is_set():
+            if flow.is_active() and not queue.full():
+                queue.put_nowait(message)
+                self._queued[message.tp] = message.offset
+                return True
+            await asyncio.sleep(FULL_QUEUE_POLL)
+        return False
+
+    async def _perform_seek_request(self, tp: TP) -> None:
+        offset = self._seek_requests.pop(tp)
+        try:
+            await self.seek(tp, offset)
+        except IllegalStateError:  # revoked meanwhile: its next owner reads from the committed offset
+            return
+        self._queued[tp] = offset - 1
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        callback = self.callback
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        seek_requests = self._seek_requests
+        since_yield = 0
+        try:
+            while not (self._stopped.is_set() or fetcher_stopped()):
+                for tp in list(seek_requests):
+                    await self._perform_seek_request(tp)
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                skipped: set[TP] = set()  # raw partitions whose rest of this fetch is read again
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    break
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    queue = self.raw_queues.get(message.topic)
+                    if queue is not None:
+                        if seek_requests and tp in seek_requests:
+                            await self._perform_seek_request(tp)
+                            skipped.add(tp)
+                        if tp in skipped or not await self._put_raw(queue, message):
+                            skipped.add(tp)
+                            continue
+                        read_offsets[tp] = message.offset
+                        continue
+                    # Other topics (changelogs) exactly as Faust's own fetcher delivers them.
+                    previous = read_offsets[tp]
+                    if previous is not None and message.offset < previous:
+                        continue
+                    if previous and message.offset - previous > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, previous + 1, message.offset)
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offsets[tp] = message.offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except (asyncio.CancelledError, *self.consumer_stopped_errors):  # type: ignore[misc]
+            if self.transport.app.should_stop:
+                return  # shutting down: the consumer was stopped under us
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class BatchDeliveryTransport(aiokafka_driver.Transport):
+    """The aiokafka transport with `BatchDeliveryConsumer`."""
+
+    Consumer = BatchDeliveryConsumer
+
+
+class BatchDeliveryApp(faust.App):
+    """A Faust app on `BatchDeliveryTransport` (the broker URL still chooses host and port)."""
+
+    def _new_transport(self) -> TransportT:
+        return BatchDeliveryTransport(self.conf.broker_consumer, self)
+
+
+async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_messages: int, within: float,
+                       queue_size: int) -> AsyncIterator[list[Message]]:
+    """Lists of up to `max_messages` raw messages of `stream`'s topic, each gathered for at most
+    `within` seconds after its first message. Every message is marked pending; acknowledge the list
+    with `acknowledge` once its effects are durable."""
+    consumer = app.consumer
+    if not isinstance(consumer, BatchDeliveryConsumer):
+        raise TypeError("take_batches needs a BatchDeliveryApp")
+    queue = consumer.deliver_raw(stream.channel.get_topic_name(), queue_size)  # type: ignore[attr-defined]
+    aiter(stream.channel)  # iterating the channel (not the stream) subscribes the topic
+    admit, track = consumer.admit, consumer.track_message
+
+    def take(batch: list[Message], message: Message) -> None:
+        # Pending from the moment it is taken: a rebalance clears the queue and then waits for
+        # pending messages, so a half-gathered batch is finished, not half-dropped.
+        if admit(message):
+            track(message)
+            batch.append(message)
+
+    while True:
+        batch: list[Message] = []
+        try:
+            take(batch, await asyncio.wait_for(queue.get(), IDLE_CHECK))
+        except TimeoutError:
+            consumer.repair_tails()
+        if not batch:
+            continue
+        deadline = time.monotonic() + within
+        while len(batch) < max_messages:
+            while len(batch) < max_messages and queue.qsize():
+                take(batch, queue.get_nowait())
+            left = deadline - time.monotonic()
+            if len(batch) >= max_messages or left <= 0:
+                break
+            try:
+                take(batch, await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+        yield batch
+
+
+def acknowledge(app: faust.App, batch: Sequence[Message]) -> None:
+    """Mark the batch's messages processed, so their offsets may be committed."""
+    ack = app.consumer.ack
+    for message in batch:
+        ack(message)
