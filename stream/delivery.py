@@ -30,7 +30,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -40,6 +40,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 from mode import ServiceT
 from mode.utils.queues import FlowControlQueue
+
+from stream import metrics
 
 log = logging.getLogger(__name__)
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
@@ -79,20 +81,31 @@ class OffsetSequence:
     ('seek-back', 13)
     >>> seq.admit("p", 15).value, seq.next_offset("p")  # the log has nothing at 13 or 14
     ('gap', 16)
+    >>> seq.note_absent("p", 16, 18)  # the fetch loop read 15 then 18: no records at 16 and 17
+    >>> seq.admit("p", 18).value
+    'gap'
     """
 
     def __init__(self) -> None:
         self._next: dict[Any, int] = {}
         self._repairing: dict[Any, int] = {}  # partition -> the offset first seen after its hole
+        self._absent: dict[Any, dict[int, int]] = {}  # partition -> {first: end} offsets without records
 
     def restart(self, tp: Any, offset: int) -> None:
         """`tp` is (re)assigned and its consumer positioned at `offset`."""
+        self.forget(tp)
         self._next[tp] = offset
-        self._repairing.pop(tp, None)
 
     def forget(self, tp: Any) -> None:
         self._next.pop(tp, None)
         self._repairing.pop(tp, None)
+        self._absent.pop(tp, None)
+
+    def note_absent(self, tp: Any, first: int, end: int) -> None:
+        """The log of `tp` has no records from `first` up to `end` (two records the fetch loop read
+        one after the other, without a seek between them): passing over them needs no seek back.
+        Transactional producers leave such a gap (the commit marker) after every transaction."""
+        self._absent.setdefault(tp, {})[first] = end
 
     def next_offset(self, tp: Any) -> int | None:
         return self._next.get(tp)
@@ -108,6 +121,11 @@ class OffsetSequence:
             self._next[tp] = offset + 1
             self._repairing.pop(tp, None)
             return Verdict.TAKE
+        absent = self._absent.get(tp)
+        if absent and absent.get(expected) == offset:
+            del absent[expected]
+            self._next[tp] = offset + 1
+            return Verdict.GAP
         seen = self._repairing.get(tp)
         if seen is None:
             self._repairing[tp] = offset
@@ -129,6 +147,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         self.raw_queues: dict[str, FlowControlQueue[Message]] = {}
         self.sequence = OffsetSequence()
         self._queued: dict[TP, int] = {}  # raw partition -> last offset put into its queue
+        self._fetched: dict[TP, int] = {}  # raw partition -> last offset read since the last seek
         self._seek_requests: dict[TP, int] = {}
 
     def deliver_raw(self, topic: str, maxsize: int) -> FlowControlQueue[Message]:
@@ -151,6 +170,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         if verdict is Verdict.SEEK_BACK:
             log.info("offsets %s..%d of %s went missing before the agent: reading them again",
                      expected, offset - 1, tp)
+            metrics.OFFSET_HOLES.inc()
             self.request_seek(tp, cast(int, expected))
         elif verdict is Verdict.GAP:
             # Offsets without records count as acknowledged, or the commit could not pass them
@@ -169,6 +189,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         for tp in self.sequence.partitions():
             expected = self.sequence.next_offset(tp)
             if expected is not None and self._queued.get(tp, -1) >= expected:
+                metrics.OFFSET_HOLES.inc()
                 self.request_seek(tp, expected)
 
     async def perform_seek(self) -> None:
@@ -178,10 +199,15 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         await super().perform_seek()
         assigned = [tp for tp in self.assignment() if tp.topic in self.raw_queues]
         uncommitted = [tp for tp in assigned if not self._committed_offset.get(tp)]
-        earliest = await self.earliest_offsets(*uncommitted) if uncommitted else {}
+        earliest: Mapping[TP, int] = {}
+        try:
+            earliest = await self.earliest_offsets(*uncommitted) if uncommitted else {}
+        except Exception as exc:  # start at 0: a seek there lands on the log start and passes the gap
+            log.warning("reading the log start of %s failed: %s", uncommitted, exc)
         for tp in assigned:
             start = self._committed_offset.get(tp) or earliest.get(tp) or 0
             self.sequence.restart(tp, start)
+            self._fetched.pop(tp, None)
             if tp in uncommitted:
                 self.request_seek(tp, start)
 
@@ -189,6 +215,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         for tp in revoked:
             self.sequence.forget(tp)
             self._queued.pop(tp, None)
+            self._fetched.pop(tp, None)
             self._seek_requests.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
@@ -211,13 +238,14 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         except IllegalStateError:  # revoked meanwhile: its next owner reads from the committed offset
             return
         self._queued[tp] = offset - 1
+        self._fetched.pop(tp, None)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         callback = self.callback
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
-        seek_requests = self._seek_requests
+        seek_requests, fetched = self._seek_requests, self._fetched
         since_yield = 0
         try:
             while not (self._stopped.is_set() or fetcher_stopped()):
@@ -242,8 +270,15 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
                         if seek_requests and tp in seek_requests:
                             await self._perform_seek_request(tp)
                             skipped.add(tp)
-                        if tp in skipped or not await self._put_raw(queue, message):
+                        if tp in skipped:
+                            continue
+                        last = fetched.get(tp)
+                        if last is not None and message.offset > last + 1:
+                            self.sequence.note_absent(tp, last + 1, message.offset)
+                        fetched[tp] = message.offset
+                        if not await self._put_raw(queue, message):
                             skipped.add(tp)
+                            fetched.pop(tp, None)  # what follows it is not read in order any more
                             continue
                         read_offsets[tp] = message.offset
                         continue

@@ -26,3 +26,5 @@ ALERTS_PUBLISHED = Counter("driftline_alerts_published_total", "Alerts published
                            ["model", "source"])
 PEERS_EVICTED = Counter("driftline_group_members_evicted_total",
                         "Dead consumer-group members evicted by this worker (stream/membership.py)")
+OFFSET_HOLES = Counter("driftline_offset_holes_total",
+                       "Holes in a partition's offsets found before the agent and read again (stream/delivery.py)")

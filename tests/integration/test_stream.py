@@ -21,7 +21,7 @@ from stream.settings import Settings
 from stream.store import Store
 from stream.topics import ensure_topics
 from stream.validations import Validation
-from tests.integration.helpers import eventually, read_topic, spawn, stop
+from tests.integration.helpers import eventually, http_get, metric_value, read_topic, spawn, stop
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -148,3 +148,31 @@ def test_counts_quantiles_and_validations_are_exact(worker_settings: Settings, s
     published = asyncio.run(read_topic(worker_settings, "anomalies", len(expect_ids)))
     assert len(published) == len(expect_ids)
     assert {orjson.loads(r.value)["event_id"] for r in published} == expect_ids
+
+
+def test_transactional_producers_leave_gaps_that_are_passed_without_reading_again(
+        worker_settings: Settings, store: Store, worker: subprocess.Popen[bytes]) -> None:
+    """Each committed transaction leaves a commit marker at one offset: the worker sees offsets jump
+    by two and must neither wait for the missing one, nor count anything twice, nor seek back."""
+    events = _events(np.random.default_rng(3), "house", 600, T0)
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=worker_settings.bootstrap_servers,
+                                    transactional_id=f"{worker_settings.topic_prefix}tx")
+        await producer.start()
+        try:
+            for i in range(0, len(events), 20):
+                async with producer.transaction():
+                    for j, e in enumerate(events[i:i + 20]):
+                        await producer.send(worker_settings.topic("events"), orjson.dumps(e),
+                                            key=str(i + j).encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    eventually(lambda: _window_counts(store) == _expected(events), timeout=60, interval=1)
+    status, body = http_get(f"http://127.0.0.1:{worker_settings.worker_web_port}/metrics")
+    assert status == 200
+    assert metric_value(body.decode(), "driftline_events_decoded_total") == len(events)
+    assert metric_value(body.decode(), "driftline_offset_holes_total") == 0
+    assert worker.poll() is None
