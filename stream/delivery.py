@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
+import aiokafka
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -138,9 +139,24 @@ class OffsetSequence:
         return Verdict.GAP
 
 
+class ReadCommittedConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, reading only committed records of transactional producers: events
+    of an aborted transaction must not count. (Faust reads committed only in its exactly-once mode,
+    which would also turn every commit of ours into a producer transaction.) Aborted records leave
+    offsets without records behind, which `OffsetSequence` passes like commit markers."""
+
+    def _create_worker_consumer(self, transport: aiokafka_driver.Transport) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # read by the consumer's fetcher at start
+        return consumer
+
+
 class BatchDeliveryConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer that hands the messages of `deliver_raw` topics to a queue without
     making events of them, and delivers other topics (changelogs) as Faust does."""
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -150,11 +150,13 @@ def test_counts_quantiles_and_validations_are_exact(worker_settings: Settings, s
     assert {orjson.loads(r.value)["event_id"] for r in published} == expect_ids
 
 
-def test_transactional_producers_leave_gaps_that_are_passed_without_reading_again(
+def test_transactional_producers_count_committed_events_only_and_gaps_are_passed_without_reading_again(
         worker_settings: Settings, store: Store, worker: subprocess.Popen[bytes]) -> None:
-    """Each committed transaction leaves a commit marker at one offset: the worker sees offsets jump
-    by two and must neither wait for the missing one, nor count anything twice, nor seek back."""
+    """Each transaction leaves a marker at one offset, an aborted one also its records: the worker
+    sees offsets jump and must neither wait for the missing ones, nor count an aborted event, nor
+    count anything twice, nor seek back."""
     events = _events(np.random.default_rng(3), "house", 600, T0)
+    aborted = {i for i in range(0, len(events), 20) if i % 100 == 40}  # first index of aborted transactions
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=worker_settings.bootstrap_servers,
@@ -162,17 +164,19 @@ def test_transactional_producers_leave_gaps_that_are_passed_without_reading_agai
         await producer.start()
         try:
             for i in range(0, len(events), 20):
-                async with producer.transaction():
-                    for j, e in enumerate(events[i:i + 20]):
-                        await producer.send(worker_settings.topic("events"), orjson.dumps(e),
-                                            key=str(i + j).encode())
+                await producer.begin_transaction()
+                for j, e in enumerate(events[i:i + 20]):
+                    await producer.send(worker_settings.topic("events"), orjson.dumps(e), key=str(i + j).encode())
+                await (producer.abort_transaction() if i in aborted else producer.commit_transaction())
         finally:
             await producer.stop()
 
     asyncio.run(produce())
-    eventually(lambda: _window_counts(store) == _expected(events), timeout=60, interval=1)
+    committed = [e for i in range(0, len(events), 20) if i not in aborted for e in events[i:i + 20]]
+    assert len(committed) == len(events) - 20 * len(aborted) > 0 and aborted
+    eventually(lambda: _window_counts(store) == _expected(committed), timeout=60, interval=1)
     status, body = http_get(f"http://127.0.0.1:{worker_settings.worker_web_port}/metrics")
     assert status == 200
-    assert metric_value(body.decode(), "driftline_events_decoded_total") == len(events)
+    assert metric_value(body.decode(), "driftline_events_decoded_total") == len(committed)
     assert metric_value(body.decode(), "driftline_offset_holes_total") == 0
     assert worker.poll() is None
