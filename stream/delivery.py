@@ -155,9 +155,6 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer that hands the messages of `deliver_raw` topics to a queue without
     making events of them, and delivers other topics (changelogs) as Faust does."""
 
-    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
-        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.raw_queues: dict[str, FlowControlQueue[Message]] = {}
@@ -165,6 +162,9 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         self._queued: dict[TP, int] = {}  # raw partition -> last offset put into its queue
         self._fetched: dict[TP, int] = {}  # raw partition -> last offset read since the last seek
         self._seek_requests: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def deliver_raw(self, topic: str, maxsize: int) -> FlowControlQueue[Message]:
         """The queue that receives `topic`'s messages from now on (the topic must be subscribed)."""
