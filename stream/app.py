@@ -24,14 +24,13 @@ from stream.decode import RawMessage
 from stream.delivery import BatchDeliveryApp, acknowledge, take_batches
 from stream.fetch_pacing import pace_empty_fetches
 from stream.membership import PeerWatch, group_members, leave_group, record_member
-from stream.settings import Settings
+from stream.settings import STALLED_EXIT_CODE, Settings
 from stream.store import StoreError, shared_store
 from stream.windows import key_partition
 from stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
-STALLED_EXIT_CODE = 75  # EX_TEMPFAIL: "restart me"
 # A take of 10k messages can hold 10k batch messages (10k events each): process it in slices of at
 # most this many value bytes so memory stays bounded; offsets are still acknowledged per take.
 MAX_BATCH_BYTES = 16 * 1024 * 1024

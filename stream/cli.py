@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -12,12 +16,13 @@ import typer
 
 from stream.cli_data import produce, profile
 from stream.services import LocalBroker, LocalClickHouse, ServiceError, port_open
-from stream.settings import Settings
+from stream.settings import STALLED_EXIT_CODE, Settings
 
 app = typer.Typer(help="Driftline: streaming data plane for ML model monitoring.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 services_app = typer.Typer(help="Local broker and ClickHouse server for development and tests.",
                            no_args_is_help=True)
+RESTARTS_ENV = "DRIFTLINE_RUN_RESTARTS"  # how often `driftline run` restarted its process so far
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(keys_app, name="keys")
@@ -150,13 +155,43 @@ def demo(
     asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"), rate, stable_minutes))
 
 
+def supervise(argv: list[str]) -> int:
+    """Run `argv` again each time it exits with STALLED_EXIT_CODE (a wedged worker asking for a
+    restart); return any other exit code. SIGINT/SIGTERM are passed on to the running child."""
+    restarts = 0
+    while True:
+        # Its own process group: a terminal's Ctrl-C reaches only us, and we pass it on once.
+        child = subprocess.Popen(argv, env={**os.environ, RESTARTS_ENV: str(restarts)}, process_group=0)
+
+        def forward(signum: int, frame: object, child: subprocess.Popen[bytes] = child) -> None:
+            child.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if code != STALLED_EXIT_CODE:
+            return code
+        restarts += 1
+        typer.echo(f"driftline: the worker stalled; restarting (restart {restarts})", err=True)
+
+
 @app.command()
 def run(
     demo: Annotated[bool, typer.Option("--demo", help="also publish synthetic events with injected drift")] = False,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
-    """Local all-in-one: broker (noida-db, if none is reachable), embedded store, worker and API."""
+    """Local all-in-one: broker (noida-db, if none is reachable), embedded store, worker and API.
+
+    Worker and API share one process (the embedded store allows one per data directory); a parent
+    process restarts it when the worker's stall watchdog asks for a restart."""
+    if not supervised:
+        argv = [sys.executable, "-m", "stream.cli", "run", "--supervised", "--host", host, "--port", str(port)]
+        raise typer.Exit(supervise(argv + (["--demo"] if demo else [])))
     from api.keys import create_key
     from stream.demo import produce_demo, register_demo_model
     from stream.store import shared_store
@@ -170,7 +205,7 @@ def run(
         LocalBroker(settings.data_dir / "broker", host=bhost, port=bport).up()
         typer.echo(f"started local broker at kafka://{bhost}:{bport}")
     store = shared_store(settings.clickhouse_url)  # one embedded engine shared by worker and API
-    key = create_key(store, "admin")
+    first_start = os.environ.get(RESTARTS_ENV, "0") == "0"
     threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api").start()
     if demo:
         register_demo_model(store)
@@ -179,7 +214,8 @@ def run(
             daemon=True, name="demo-producer",
         ).start()
     typer.echo(f"API        http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    typer.echo(f"admin key  {key}")
+    # One new admin key per `driftline run`, not per restart after a stall.
+    typer.echo(f"admin key  {create_key(store, 'admin') if first_start else '(unchanged, printed at start)'}")
     typer.echo(f"store      {settings.clickhouse_url}")
     typer.echo(f"data dir   {Path(settings.data_dir)}")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

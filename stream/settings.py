@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+STALLED_EXIT_CODE = 75  # EX_TEMPFAIL: a stalled worker exits with it, meaning "restart me"
 DEFAULT_DATA_DIR = ".driftline"
 
 

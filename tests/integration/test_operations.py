@@ -18,10 +18,9 @@ import orjson
 import pytest
 
 from api.keys import create_key
-from stream.app import STALLED_EXIT_CODE
 from stream.membership import group_members
 from stream.services import LocalBroker, free_port
-from stream.settings import Settings
+from stream.settings import STALLED_EXIT_CODE, Settings
 from stream.store import Store
 from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce
