@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.keys import ApiKey, verify_key
 from stream.config import ConfigRepository, ModelConfig
+from stream.references import ReferenceStore
 from stream.settings import Settings
 from stream.store import Store, shared_store
 
@@ -41,6 +42,10 @@ def require_key(
 
 def get_repo(store: Annotated[Store, Depends(get_store)]) -> ConfigRepository:
     return ConfigRepository(store)
+
+
+def get_references(store: Annotated[Store, Depends(get_store)]) -> ReferenceStore:
+    return ReferenceStore(store)
 
 
 def require_admin(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:

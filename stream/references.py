@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -232,7 +233,18 @@ class ReferenceStore:
     def delete(self, model: str, profile_id: str) -> bool:
         if self.get(model, profile_id) is None:
             return False
-        self.store.insert("reference_profiles", [[
-            model, profile_id, "", datetime.now(UTC), "deleted", None, None, "", 0, "{}", b"", 1, time.time_ns()]],
-            _COLUMNS)
+        self._tombstone(model, [profile_id])
         return True
+
+    def delete_all(self, model: str) -> int:
+        """Delete every reference profile of `model` (when the model is deleted); how many there were."""
+        ids = [r["profile_id"] for r in self._select(model, None)]
+        if ids:
+            self._tombstone(model, ids)
+        return len(ids)
+
+    def _tombstone(self, model: str, profile_ids: Sequence[str]) -> None:
+        now, version = datetime.now(UTC), time.time_ns()
+        self.store.insert("reference_profiles", [
+            [model, profile_id, "", now, "deleted", None, None, "", 0, "{}", b"", 1, version]
+            for profile_id in profile_ids], _COLUMNS)

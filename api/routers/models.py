@@ -7,9 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 from pydantic import ValidationError as PydanticValidationError
 
-from api.deps import ApiKey, existing_model, get_repo, model_access, pagination, require_admin, require_key
+from api.deps import (
+    ApiKey,
+    existing_model,
+    get_references,
+    get_repo,
+    model_access,
+    pagination,
+    require_admin,
+    require_key,
+)
 from api.schemas import ModelBody, ModelCreate, ModelOut, ModelPage, Tags
 from stream.config import ConfigRepository, ModelConfig
+from stream.references import ReferenceStore
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -75,11 +85,14 @@ def patch_model(config: Annotated[ModelConfig, Depends(existing_model)],
     return _out(new)
 
 
-@router.delete("/{model}", status_code=204, summary="Delete a model and its configuration")
+@router.delete("/{model}", status_code=204,
+               summary="Delete a model, its configuration and its reference profiles (stored profiles stay)")
 def delete_model(model: Annotated[str, Depends(model_access)],
-                 repo: Annotated[ConfigRepository, Depends(get_repo)]) -> Response:
+                 repo: Annotated[ConfigRepository, Depends(get_repo)],
+                 references: Annotated[ReferenceStore, Depends(get_references)]) -> Response:
     if not repo.delete_model(model):
         raise HTTPException(404, f"unknown model {model!r}")
+    references.delete_all(model)  # a model created again under this name starts without baselines
     return Response(status_code=204)
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import existing_model, get_store
+from api.deps import existing_model, get_references, get_store
 from api.params import time_range
 from api.routers.events import _read_body, max_body_bytes
 from stream import queries
@@ -59,10 +59,6 @@ class ReferenceOut(BaseModel):
 class ReferenceList(BaseModel):
     model: str
     items: list[ReferenceOut]
-
-
-def get_references(store: Annotated[Store, Depends(get_store)]) -> ReferenceStore:
-    return ReferenceStore(store)
 
 
 Refs = Annotated[ReferenceStore, Depends(get_references)]

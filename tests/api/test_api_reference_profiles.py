@@ -89,6 +89,20 @@ def test_multipart_upload_list_get_delete(app_client: TestClient, admin: dict[st
     assert [i["id"] for i in app_client.get(URL, headers=admin).json()["items"]] == [second["id"]]
 
 
+def test_deleting_the_model_deletes_its_reference_profiles(app_client: TestClient, admin: dict[str, str],
+                                                            make_model: Any) -> None:
+    """A model created again under the same name must not inherit the old model's baselines."""
+    make_model("m")
+    make_model("other")
+    for url in (URL, "/v1/models/other/reference-profiles"):
+        r = app_client.post(url, files={"file": ("train.csv", _csv(), "text/csv")}, headers=admin)
+        assert r.status_code == 201, r.text
+    assert app_client.delete("/v1/models/m", headers=admin).status_code == 204
+    make_model("m")
+    assert app_client.get(URL, headers=admin).json()["items"] == []
+    assert len(app_client.get("/v1/models/other/reference-profiles", headers=admin).json()["items"]) == 1
+
+
 BAD_UPLOADS = [
     ("text/plain", b"x\n1\n", 415, "unsupported content type 'text/plain'"),
     ("application/xml", b"<a/>", 415, "unsupported content type"),
