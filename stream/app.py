@@ -46,12 +46,14 @@ class PartitionedTable(faust.Table):
 
 def _raw(m: Message) -> RawMessage:
     raw_headers: Any = m.headers
-    headers = list(raw_headers.items()) if isinstance(raw_headers, dict) else list(raw_headers or ())
-    return RawMessage(
-        value=m.value if isinstance(m.value, bytes) else bytes(m.value or b""),
-        partition=m.partition, offset=m.offset, timestamp_ms=int((m.timestamp or 0) * 1000),
-        headers=[(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
-    )
+    if not raw_headers:  # the common case: plain JSON events carry no headers
+        headers: list[tuple[str, bytes]] = []
+    else:
+        items = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        headers = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+    value = m.value
+    return RawMessage(value if isinstance(value, bytes) else bytes(value or b""), m.partition, m.offset,
+                      int((m.timestamp or 0) * 1000), headers)
 
 
 def _chunks(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]]:
@@ -116,7 +118,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5, queue_size=4 * MAX_BATCH):
+        async for batch in take_batches(app, stream, MAX_BATCH, within=0.5, buffer_size=4 * MAX_BATCH):
             for chunk in _chunks([_raw(m) for m in batch], MAX_BATCH_BYTES):
                 await worker().process(chunk)
             await make_durable()
