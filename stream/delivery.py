@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
 YIELD_EVERY = 100
 # How often a full buffer is checked for room again (seconds).
-FULL_QUEUE_POLL = 0.005
+FULL_BUFFER_POLL = 0.005
 # How long the buffer may stay empty before offsets buffered but never handed over are read again.
 IDLE_CHECK = 1.0
 
@@ -217,7 +217,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         """The buffer that receives `topic`'s messages from now on (the topic must be subscribed)."""
         if topic not in self.raw_buffers:
             self.raw_buffers[topic] = RawBuffer(maxsize)
-            # cleared on resume
+            # Faust's flow control clears the buffers it manages when a rebalance ends.
             self.app.flow_control.manage_queue(self.raw_buffers[topic])  # type: ignore[arg-type]
         return self.raw_buffers[topic]
 
@@ -293,7 +293,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
                 buffer.put(message)
                 self._buffered[message.tp] = message.offset
                 return True
-            await asyncio.sleep(FULL_QUEUE_POLL)
+            await asyncio.sleep(FULL_BUFFER_POLL)
         return False
 
     async def _perform_seek_request(self, tp: TP) -> None:
