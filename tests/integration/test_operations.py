@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -102,18 +103,24 @@ def test_broker_restart_loses_and_doubles_nothing(settings: Settings, tmp_path: 
         worker.stop()
 
 
+def _two_workers(settings: Settings, store: Store, tmp_path: Path, seed: int, **update: Any
+                 ) -> tuple[Settings, Settings, Settings, list[dict[str, Any]], list[tuple[bytes, list[Any]]]]:
+    """A 4-partition setup for two workers (own data dirs and web ports) and 2 hours of 2000 events."""
+    settings = settings.model_copy(update={"partitions": 4, "stall_timeout_seconds": 20, **update})
+    _configure(store, settings)
+    a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
+    b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
+    rng = np.random.default_rng(seed)
+    events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
+    return settings, a, b, events, [(orjson.dumps(e), []) for e in events]
+
+
 def test_a_second_worker_joining_mid_stream_takes_partitions_with_their_state(
         settings: Settings, tmp_path: Path, store: Store) -> None:
     """Scale out under load: partitions (and their window state, via the changelog) move from the
     first worker to a second one that joins mid-stream; every count stays exact. Both run supervised
     as in production (a worker whose rebalance stalls exits 75 and is started again)."""
-    settings = settings.model_copy(update={"partitions": 4, "stall_timeout_seconds": 20})
-    _configure(store, settings)
-    a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
-    b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
-    rng = np.random.default_rng(12)
-    events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
-    messages = [(orjson.dumps(e), []) for e in events]
+    settings, a, b, events, messages = _two_workers(settings, store, tmp_path, seed=12)
     first = Supervised(a, tmp_path, "worker-a")
     second: Supervised | None = None
     try:
@@ -142,14 +149,7 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
     (stream/membership.py), takes its partitions with their state, and every count stays exact.
     The survivor runs supervised as in production (a stalled worker exits 75 and is started again),
     so a wedged consumer after the rebalance would still end in exact counts, not in a timeout."""
-    settings = settings.model_copy(update={"partitions": 4, "member_timeout_seconds": 10,
-                                           "stall_timeout_seconds": 20})
-    _configure(store, settings)
-    a = settings.model_copy(update={"data_dir": tmp_path / "a", "worker_web_port": free_port()})
-    b = settings.model_copy(update={"data_dir": tmp_path / "b", "worker_web_port": free_port()})
-    rng = np.random.default_rng(13)
-    events = [e for h in range(2) for e in _events(rng, "house", 2000, T0 + h * HOUR)]
-    messages = [(orjson.dumps(e), []) for e in events]
+    settings, a, b, events, messages = _two_workers(settings, store, tmp_path, seed=13, member_timeout_seconds=10)
     survivor = Supervised(a, tmp_path, "worker-a")
     second = spawn(["worker", "--loglevel", "info"], b, tmp_path / "worker-b.log")
     group = f"{settings.topic_prefix}worker"
