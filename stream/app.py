@@ -142,9 +142,10 @@ def create_app(settings: Settings) -> faust.App:
     async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
         """Record our group member id so a successor can evict it if we die (stream/membership.py),
         and beat at once: peers evict listed members without a recent heartbeat."""
-        record_member(settings.data_dir, app.conf.id, member_id())
-        if member_id():
-            await asyncio.to_thread(peer_watch().beat, member_id())
+        me = member_id()
+        record_member(settings.data_dir, app.conf.id, me)
+        if me:
+            await asyncio.to_thread(peer_watch().beat, me)
 
     def peer_watch() -> PeerWatch:
         if "peers" not in watches:

@@ -22,10 +22,10 @@ app = typer.Typer(help="Driftline: streaming data plane for ML model monitoring.
                   pretty_exceptions_enable=False)
 services_app = typer.Typer(help="Local broker and ClickHouse server for development and tests.",
                            no_args_is_help=True)
-RESTARTS_ENV = "DRIFTLINE_RUN_RESTARTS"  # how often `driftline run` restarted its process so far
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(keys_app, name="keys")
+RESTARTS_ENV = "DRIFTLINE_RUN_RESTARTS"  # how often `driftline run` restarted its process so far
 
 
 def _split_bootstrap(bootstrap: str) -> tuple[str, int]:

@@ -221,28 +221,38 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             self.app.flow_control.manage_queue(self.raw_buffers[topic])  # type: ignore[arg-type]
         return self.raw_buffers[topic]
 
-    def flowing(self, message: Message) -> bool:
-        """May `message` be handed on now? Not during a rebalance, not from an earlier generation."""
-        return self.app.flow_control.is_active() and message.generation_id == self.app.consumer_generation_id
-
-    def admit(self, message: Message) -> bool:
-        """Should the agent get `message`? Asks for a seek back when offsets before it are missing."""
-        if not self.flowing(message):
-            return False
-        tp, offset = message.tp, message.offset
-        expected = self.sequence.next_offset(tp)
-        verdict = self.sequence.admit(tp, offset)
-        if verdict is Verdict.SEEK_BACK:
-            log.info("offsets %s..%d of %s went missing before the agent: reading them again",
-                     expected, offset - 1, tp)
-            metrics.OFFSET_HOLES.inc()
-            self.request_seek(tp, cast(int, expected))
-        elif verdict is Verdict.GAP:
-            # Offsets without records count as acknowledged, or the commit could not pass them
-            # (what Faust's fetcher does for every gap it reads past).
-            self._gap[tp].addi(cast(int, expected), offset)
-            self._gap[tp].merge_overlaps()
-        return verdict in (Verdict.TAKE, Verdict.GAP)
+    def admit(self, messages: list[Message]) -> list[Message]:
+        """The messages the agent gets, each marked pending: only while flow is active (not during a
+        rebalance), only those fetched in the current generation, and only in sequence; a message
+        past a hole has the fetch loop seek back to the hole."""
+        if not self.app.flow_control.is_active():
+            return []
+        generation, sequence = self.app.consumer_generation_id, self.sequence
+        admitted: list[Message] = []
+        for message in messages:
+            if message.generation_id != generation:
+                continue
+            tp, offset = message.tp, message.offset
+            expected = sequence.next_offset(tp)
+            verdict = sequence.admit(tp, offset)
+            if verdict is Verdict.SEEK_BACK:
+                log.info("offsets %s..%d of %s went missing before the agent: reading them again",
+                         expected, offset - 1, tp)
+                metrics.OFFSET_HOLES.inc()
+                self.request_seek(tp, cast(int, expected))
+                continue
+            if verdict is Verdict.GAP:
+                # Offsets without records count as acknowledged, or the commit could not pass them
+                # (what Faust's fetcher does for every gap it reads past).
+                self._gap[tp].addi(cast(int, expected), offset)
+                self._gap[tp].merge_overlaps()
+            elif verdict is Verdict.DROP:
+                continue
+            # Pending from the moment it is taken: a rebalance clears the buffer and then waits for
+            # pending messages, so a half-gathered batch is finished, not half-dropped.
+            self.track_message(message)
+            admitted.append(message)
+        return admitted
 
     def request_seek(self, tp: TP, offset: int) -> None:
         """Have the fetch loop position `tp` at `offset` (it seeks between deliveries)."""
@@ -383,7 +393,6 @@ async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_messages:
         raise TypeError("take_batches needs a BatchDeliveryApp")
     buffer = consumer.deliver_raw(stream.channel.get_topic_name(), buffer_size)  # type: ignore[attr-defined]
     aiter(stream.channel)  # iterating the channel (not the stream) subscribes the topic
-    admit, track = consumer.admit, consumer.track_message
 
     while True:
         if not await buffer.wait(IDLE_CHECK):
@@ -392,12 +401,7 @@ async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_messages:
         batch: list[Message] = []
         deadline = time.monotonic() + within
         while True:
-            for message in buffer.take(max_messages - len(batch)):
-                # Pending from the moment it is taken: a rebalance clears the buffer and then waits
-                # for pending messages, so a half-gathered batch is finished, not half-dropped.
-                if admit(message):
-                    track(message)
-                    batch.append(message)
+            batch += consumer.admit(buffer.take(max_messages - len(batch)))
             left = deadline - time.monotonic()
             if len(batch) >= max_messages or left <= 0 or not await buffer.wait(left):
                 break

@@ -73,9 +73,10 @@ class StreamWorker:
         """decode → dead-letter the bad → profile the good into window states → publish anomalies."""
         metrics.EVENTS_CONSUMED.inc(len(messages))
         self.last_progress = time.monotonic()
-        # After a rebalance the consumer seeks back to the committed offset while records fetched
-        # before it may still be buffered: one batch can hold the same record twice. Offset fencing
-        # works across batches; within a batch we keep the first copy of each record.
+        # Delivery hands each partition's offsets over in order, but a sequence restarts at the
+        # committed offset when a rebalance ends; a batch gathered across one (a rebalance that gave
+        # up waiting for it) can hold a record twice. Offset fencing works across batches; within a
+        # batch we keep the first copy of each record.
         first: dict[tuple[int, int], RawMessage] = {}
         for m in messages:
             first.setdefault((m.partition, m.offset), m)

@@ -67,7 +67,10 @@ async def test_offsets_buffered_but_never_taken_are_read_again_when_the_buffer_i
         assert await consumer._put_raw(buffer, _message(offset, 3))
     buffer.clear()
     taking = asyncio.ensure_future(anext(batches))
-    await asyncio.sleep(1.3)
+    for _ in range(100):  # the taker checks after IDLE_CHECK seconds without messages
+        if consumer._seek_requests:
+            break
+        await asyncio.sleep(0.1)
     assert consumer._seek_requests == {_message(5, 3).tp: 5}
     buffer.put(_message(5, 3))
     assert [m.offset for m in await taking] == [5]

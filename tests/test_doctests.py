@@ -19,6 +19,7 @@ MODULES = [
     "sketches.segments",
     "sketches.serialization",
     "stream.delivery",
+    "stream.membership",
     "stream.row_filters",
 ]
 
