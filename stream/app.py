@@ -30,6 +30,11 @@ from stream.windows import key_partition
 from stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
+ANALYSIS_PARTITION = 0  # the worker holding this events partition runs the analysis timer
+
+
+class OwnershipLost(RuntimeError):
+    """Raised by the analysis publisher once this worker no longer owns the analysis partition."""
 MAX_BATCH = 10_000
 # A take of 10k messages can hold 10k batch messages (10k events each): process it in slices of at
 # most this many value bytes so memory stays bounded; offsets are still acknowledged per take.
@@ -79,7 +84,7 @@ def create_app(settings: Settings) -> faust.App:
         Table=PartitionedTable,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
-        topic_disable_leader=True,
+        topic_disable_leader=True,  # no leader topic: analysis follows partition 0 (runs_analysis)
         table_standby_replicas=0,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
@@ -199,10 +204,27 @@ def create_app(settings: Settings) -> faust.App:
         if not total:
             worker().last_progress = time.monotonic()
 
-    @app.timer(60.0, on_leader=True)
+    def runs_analysis() -> bool:
+        """The analysis owner is the worker assigned partition 0 of the events topic: Kafka's group
+        assignment gives it to exactly one member per generation and moves it when that member
+        leaves or is evicted, so the owner fails over with the partition."""
+        return ANALYSIS_PARTITION in active_partitions()
+
+    async def publish_as_owner(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
+        # An owner that lost partition 0 in the middle of a pass must not publish beside the new
+        # owner: what it has not sent stays pending in the alerts table for the new owner to send.
+        if not runs_analysis():
+            raise OwnershipLost("partition 0 of the events topic moved to another worker")
+        await publish(topic, key, value, headers)
+
+    @app.timer(settings.analysis_interval_seconds)
     async def analyze() -> None:
-        """WhyLabs analyzers + monitors and Arthur alert rules, once a minute, on one worker."""
-        await analysis_tick(shared_store(settings.clickhouse_url), publish, settings.topic("alerts"))
+        """WhyLabs analyzers + monitors, Arthur alert rules and Wallaroo assays, on one worker."""
+        owner = runs_analysis()
+        metrics.ANALYSIS_OWNER.set(int(owner))
+        if owner:
+            await analysis_tick(worker().store, publish_as_owner, settings.topic("alerts"))
+            metrics.ANALYSIS_PASSES.inc()
 
     @app.timer(300.0)
     async def compact_days() -> None:

@@ -226,6 +226,25 @@ class Assay(AssayBody):
     binned_baseline: FrozenBaseline
 
 
+def baseline_summary(spec: BaselineSpec, include_values: bool = False) -> dict[str, Any]:
+    """An assay's baseline as API responses show it: its time range, or how many values were uploaded
+    (the values themselves only when asked for; the binning is in `binned_baseline`).
+
+    >>> baseline_summary(BaselineSpec(values=[1.0, 2.0, 3.0]))
+    {'start': None, 'end': None, 'values_count': 3, 'values': None}
+    >>> baseline_summary(BaselineSpec(values=[1.0, 2.0]), include_values=True)["values"]
+    [1.0, 2.0]
+    """
+    return {"start": spec.start, "end": spec.end,
+            "values_count": None if spec.values is None else len(spec.values),
+            "values": spec.values if include_values else None}
+
+
+def assay_view(assay: Assay, include_values: bool = False) -> dict[str, Any]:
+    """The assay as API responses show it: every field, the baseline summarized (`baseline_summary`)."""
+    return {**assay.model_dump(exclude={"baseline"}), "baseline": baseline_summary(assay.baseline, include_values)}
+
+
 _SECTIONS = {"input": "in.", "inputs": "in.", "output": "out.", "outputs": "out."}
 
 
@@ -446,16 +465,24 @@ def preview(store: Store, model: str, granularity: str, body: AssayBody, now_ms:
     return frozen, run(store, model, granularity, body, frozen, starts)
 
 
-def scheduled(repo: AssayRepository, assay: Assay, granularity: str, now_ms: int | None = None
-              ) -> list[dict[str, Any]]:
-    """Compute and store results of complete windows not stored yet (active assays); return all results."""
-    stored = repo.stored_results(assay.id)
+def run_due(repo: AssayRepository, assay: Assay, granularity: str, now_ms: int | None = None,
+            stored: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Compute and store the results of complete windows not stored yet (active assays only);
+    return the new results. The analysis timer calls this on its schedule; reads call it too."""
     if not assay.active:
-        return stored
-    done = {r["window_start"] for r in stored}
+        return []
+    done = {r["window_start"] for r in (repo.stored_results(assay.id) if stored is None else stored)}
     starts = [ws for ws in _starts(assay, repo.store, assay.model, granularity, now_ms, 10 * MAX_WINDOWS)
               if iso(ws) not in done][:MAX_WINDOWS]
     new = run(repo.store, assay.model, granularity, assay, assay.binned_baseline, starts, assay.id)
     if new:
         repo.store_results(assay, new)
+    return new
+
+
+def scheduled(repo: AssayRepository, assay: Assay, granularity: str, now_ms: int | None = None
+              ) -> list[dict[str, Any]]:
+    """Every result of the assay, after computing those that are due."""
+    stored = repo.stored_results(assay.id)
+    new = run_due(repo, assay, granularity, now_ms, stored)
     return sorted(stored + new, key=lambda r: r["window_start"])

@@ -24,6 +24,9 @@ VALIDATION_ERRORS = Counter("driftline_validation_errors_total",
 ANALYZER_EVALUATIONS = Counter("driftline_analyzer_evaluations_total", "Analyzer results computed", ["model"])
 ALERTS_PUBLISHED = Counter("driftline_alerts_published_total", "Alerts published to the alerts topic",
                            ["model", "source"])
+ANALYSIS_PASSES = Counter("driftline_analysis_passes_total",
+                          "Analysis passes run by this worker (while it owns partition 0 of the events topic)")
+ANALYSIS_OWNER = Gauge("driftline_analysis_owner", "1 while this worker owns the analysis (events partition 0)")
 PEERS_EVICTED = Counter("driftline_group_members_evicted_total",
                         "Dead consumer-group members evicted by this worker (stream/membership.py)")
 OFFSET_HOLES = Counter("driftline_offset_holes_total",

@@ -72,10 +72,10 @@ def _anomaly_records(model: ModelConfig, rows: pl.DataFrame, result: pl.DataFram
         return []
     value_columns = [c for c in flagged.columns if c.startswith(("in.", "out.", "gt.", "tag."))]
     records = []
-    keys = [k for k in model.segment_keys if k in flagged.columns] + [c for c in value_columns if c.startswith("tag.")]
+    tags = [c for c in value_columns if c.startswith("tag.")]
     for row in flagged.iter_rows(named=True):
         records.append({
-            "model": model.name, "segment": segment_name({k: row[k] for k in sorted(keys) if row[k] is not None}),
+            "model": model.name, "segment": _row_segment(row, model.segment_keys, tags),
             "timestamp": row["timestamp"], "event_id": row["event_id"] or "",
             "model_version": row["model_version"] or "", "anomaly.count": row[ANOMALY_COUNT_COLUMN],
             **{f"anomaly.{n}": bool(row[f"anomaly.{n}"]) for n in names},
@@ -85,6 +85,14 @@ def _anomaly_records(model: ModelConfig, rows: pl.DataFrame, result: pl.DataFram
             "source_index": row["__index"], "config_version": config_version,
         })
     return records
+
+
+def _row_segment(row: dict[str, Any], segment_keys: list[str], tags: list[str]) -> str:
+    """The segment of one event, as `plan_batch` names it: every segment key (else the overall
+    segment) and the tags the event carries."""
+    if any(row.get(k) is None for k in segment_keys):
+        return OVERALL_SEGMENT
+    return segment_name({k: row[k] for k in [*segment_keys, *tags] if row.get(k) is not None})
 
 
 def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[tuple[int, str], int],
@@ -123,11 +131,11 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                 for (window_start,), in_window in windowed.partition_by("__window_start", as_dict=True).items():
                     segments = {OVERALL_SEGMENT: in_window}
                     if granularity == model.granularity:  # minute buckets serve lookback rules: overall only
-                        keys = model.segment_keys + [c for c in in_window.columns if c.startswith("tag.")]
                         known = (known_segments or {}).setdefault(model.name, set())
-                        split = split_by_segments(in_window, keys, model.max_segments, known)
-                        known.update(split)
-                        segments |= split
+                        for tags, tagged in _by_tag_set(in_window):
+                            split = split_by_segments(tagged, model.segment_keys + tags, model.max_segments, known)
+                            known.update(split)
+                            segments |= split
                     if granularity == MINUTE and state is not None:  # rows of filtered Arthur metrics
                         segments |= _filtered(in_window, state.row_filters)
                     window_end = int(in_window.get_column("__window_end")[0])
@@ -147,6 +155,28 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                             failed_events=int(counts["__any__"] or 0), parts=parts,
                         ))
     return plan
+
+
+def _by_tag_set(rows: pl.DataFrame) -> list[tuple[list[str], pl.DataFrame]]:
+    """The rows grouped by the set of tags they carry, with those tag columns.
+
+    A decoded batch has the union of every event's `tag.*` columns, null where an event lacks the
+    tag (other models' tags included): segments are named by the tags an event carries.
+
+    >>> df = pl.DataFrame({"tag.a": ["x", None, "y"], "tag.b": [None, None, None], "in.v": [1, 2, 3]})
+    >>> [(tags, part.height) for tags, part in _by_tag_set(df)]
+    [(['tag.a'], 2), ([], 1)]
+    """
+    tags = [c for c in rows.columns if c.startswith("tag.") and rows.get_column(c).null_count() < rows.height]
+    if not tags:
+        return [([], rows)]
+    if all(rows.get_column(c).null_count() == 0 for c in tags):
+        return [(tags, rows)]
+    carried = rows.select(pl.concat_str([pl.col(c).is_not_null().cast(pl.UInt8).cast(pl.String) for c in tags])
+                          .alias("__tags"))
+    parts = rows.with_columns(carried).partition_by("__tags", as_dict=True, maintain_order=True)
+    return [([c for c, bit in zip(tags, str(mask), strict=True) if bit == "1"], part.drop("__tags"))
+            for (mask,), part in parts.items()]
 
 
 def _filtered(rows: pl.DataFrame, row_filters: dict[str, list[dict[str, Any]]]) -> dict[str, pl.DataFrame]:

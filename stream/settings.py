@@ -40,6 +40,9 @@ class Settings(BaseModel):
     # A group member whose worker wrote no heartbeat for this long is evicted by a live worker (for
     # brokers that never expire a dead member's session; Kafka's own session timeout is shorter).
     member_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Seconds between analysis passes (WhyLabs analyzers and monitors, Arthur rules, Wallaroo
+    # assays), run by the worker that owns partition 0 of the events topic.
+    analysis_interval_seconds: float = Field(default=60.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -57,6 +60,7 @@ class Settings(BaseModel):
             worker_web_port=int(e.get("DRIFTLINE_WORKER_WEB_PORT", "6066")),
             stall_timeout_seconds=float(e.get("DRIFTLINE_STALL_TIMEOUT", "120")),
             member_timeout_seconds=float(e.get("DRIFTLINE_MEMBER_TIMEOUT", "30")),
+            analysis_interval_seconds=float(e.get("DRIFTLINE_ANALYSIS_INTERVAL", "60")),
             api_host=e.get("DRIFTLINE_API_HOST", "127.0.0.1"),
             api_port=int(e.get("DRIFTLINE_API_PORT", "8000")),
         )
@@ -77,6 +81,7 @@ class Settings(BaseModel):
             "DRIFTLINE_WORKER_WEB_PORT": str(self.worker_web_port),
             "DRIFTLINE_STALL_TIMEOUT": str(self.stall_timeout_seconds),
             "DRIFTLINE_MEMBER_TIMEOUT": str(self.member_timeout_seconds),
+            "DRIFTLINE_ANALYSIS_INTERVAL": str(self.analysis_interval_seconds),
             "DRIFTLINE_API_HOST": self.api_host,
             "DRIFTLINE_API_PORT": str(self.api_port),
         }

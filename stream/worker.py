@@ -60,9 +60,13 @@ class StreamWorker:
         unknown = {n for n in names if n not in self.snapshot.models}
         if not unknown:
             return set()
-        if self.settings.unknown_models == "dlq":
-            await self.refresh_config()
-            return {n for n in unknown if n not in self.snapshot.models}
+        # The snapshot can be up to one refresh interval old: a model created through the API just
+        # before its first events must not be overwritten with defaults (its segment keys, idle
+        # timeout, ... would be lost), so look again before registering anything.
+        await self.refresh_config()
+        unknown = {n for n in unknown if n not in self.snapshot.models}
+        if not unknown or self.settings.unknown_models == "dlq":
+            return unknown
         for name in sorted(unknown):
             await asyncio.to_thread(self.config.put_model, ModelConfig(name=name))
         await self.refresh_config()

@@ -20,6 +20,7 @@ MODULES = [
     "sketches.serialization",
     "stream.delivery",
     "stream.membership",
+    "stream.pipeline",
     "stream.row_filters",
 ]
 

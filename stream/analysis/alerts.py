@@ -10,12 +10,12 @@ Every alert is one JSON object on the ``<prefix>alerts`` topic, key = the model 
       "schema": "driftline.alert/v1",        # bumped on incompatible changes; fields are only added
       "alert_id": "5c0f…",                   # deterministic (sha256 of what the alert is about): a
                                              # consumer can de-duplicate redeliveries on it
-      "source": "monitor" | "rule",
+      "source": "monitor" | "rule" | "assay",
       "model": "house",
-      "monitor_id": "drift-monitor",         # monitors (null for rules)
-      "rule_id": null,                       # alert rules (null for monitors)
+      "monitor_id": "drift-monitor",         # monitors (null for rules and assays)
+      "rule_id": null,                       # alert rules; the assay id for assays
       "severity": "3" | "warning" | "critical",   # WhyLabs monitor severity as text, Arthur rule severity
-      "mode": "EVERY_ANOMALY" | "DIGEST" | "RULE",
+      "mode": "EVERY_ANOMALY" | "DIGEST" | "RULE" | "ASSAY",
       "dataset_timestamp": 1763805600000,    # epoch ms: target batch start (EVERY_ANOMALY), the latest
                                              # batch of the digest (DIGEST), evaluation minute (RULE)
       "dataset_timestamps": [1763805600000], # every batch in the alert, ascending
@@ -27,6 +27,9 @@ Every alert is one JSON object on the ``<prefix>alerts`` topic, key = the model 
       ],
       "rule": {...},                         # RULE only: metric_id, metric_name, bound, threshold,
                                              # value, lookback_period, window_start, window_end
+      "assay": {...},                        # ASSAY only: assay_id, name, iopath, column, score,
+                                             # status, warning_threshold, alert_threshold,
+                                             # window_start, window_end (ISO 8601)
       "created_at": 1763812800123            # epoch ms
     }
 
@@ -76,12 +79,14 @@ __all__ = [
     "WEBHOOK_BACKOFF",
     "Publish",
     "alert_id",
+    "assay_alert",
     "build_monitor_alerts",
     "filter_anomalies",
     "post_webhook",
     "process_monitors",
     "publish_alerts",
     "publish_pending",
+    "run_assays",
 ]
 
 log = logging.getLogger(__name__)
@@ -277,3 +282,46 @@ async def process_monitors(store: Store, model: str, doc: MonitorDocument, resul
         if urls:
             webhooks[alert.alert_id] = urls
     return await publish_alerts(store, [a for _, a in pairs], publish, topic, webhooks)
+
+
+def assay_alert(model: str, assay_id: str, assay_name: str, iopath: str, result: Mapping[str, Any],
+                created: int) -> AlertRecord:
+    """The alert of one assay window whose score crossed the alert threshold (Wallaroo "Alert")."""
+    from stream.assays import parse_ms
+
+    ws = parse_ms(str(result["window_start"]))
+    aid = alert_id(model, "assay", assay_id, ws)
+    reason = f"assay {assay_name}: {result.get('metric', 'score')} {result['score']} > {result['alert_threshold']}"
+    body = {
+        "schema": SCHEMA, "alert_id": aid, "source": "assay", "model": model, "monitor_id": None,
+        "rule_id": assay_id, "severity": "critical", "mode": "ASSAY", "dataset_timestamp": ws,
+        "dataset_timestamps": [ws],
+        "anomalies": [{"analyzer_id": None, "column": result["column"], "segment": "", "dataset_timestamp": ws,
+                       "metric": "assay_score", "value": result["score"], "threshold": result["alert_threshold"],
+                       "reason": reason}],
+        "assay": {"assay_id": assay_id, "name": assay_name, "iopath": iopath, "column": result["column"],
+                  "score": result["score"], "status": result["status"],
+                  "warning_threshold": result["warning_threshold"], "alert_threshold": result["alert_threshold"],
+                  "window_start": result["window_start"], "window_end": result["window_end"]},
+        "created_at": created,
+    }
+    return AlertRecord(aid, model, "assay", "", assay_id, "critical", "ASSAY", ws, body, False, created)
+
+
+async def run_assays(store: Store, model: str, granularity: str, now_ms: int, publish: Publish,
+                     topic: str) -> list[AlertRecord]:
+    """Score the due windows of every active assay of ``model``; publish those in "Alert"."""
+    from stream.assays import AssayRepository, run_due
+
+    repo = AssayRepository(store)
+    alerts: list[AlertRecord] = []
+    created = int(time.time() * 1000)
+    for assay in await asyncio.to_thread(repo.list_assays, model):
+        try:
+            new = await asyncio.to_thread(run_due, repo, assay, granularity, now_ms)
+        except Exception:
+            log.exception("assay %s of model %s failed", assay.id, model)
+            continue
+        alerts += [assay_alert(model, assay.id, assay.name, assay.iopath, r, created)
+                   for r in new if r["status"] == "Alert"]
+    return await publish_alerts(store, alerts, publish, topic)

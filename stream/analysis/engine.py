@@ -506,13 +506,14 @@ def _evaluate(config: Any, canonical: str, metric: str, target: DatasetProfile |
 async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_ms: int | None = None,
                         reference_lookup: Callable[[str, str], DatasetProfile | None] | None = None,
                         ) -> dict[str, int]:
-    """One scheduled pass over every model: analyzers → monitors → alerts topic, then alert rules.
+    """One scheduled pass over every model: analyzers → monitors → alerts topic, then assays and
+    alert rules.
 
     ``reference_lookup(model, profile_id)`` loads Reference baselines / drift references (default:
     ``stream.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
-    counts ``{"results", "alerts", "rule_alerts"}``.
+    counts ``{"results", "alerts", "rule_alerts", "assay_alerts"}``.
     """
-    from stream.analysis.alerts import process_monitors, publish_pending
+    from stream.analysis.alerts import process_monitors, publish_pending, run_assays
     from stream.analysis.rules import evaluate_rules
     from stream.analysis.store import AnalysisConfig
     from stream.config import ConfigRepository
@@ -523,7 +524,7 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
         reference_lookup = ReferenceStore(store).get_profile
     lookup = reference_lookup
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    counts = {"results": 0, "alerts": 0, "rule_alerts": 0}
+    counts = {"results": 0, "alerts": 0, "rule_alerts": 0, "assay_alerts": 0}
     config = AnalysisConfig(store)
     models = {m.name: m for m in await asyncio.to_thread(ConfigRepository(store).list_models)}
     docs = await asyncio.to_thread(config.monitor_configs)
@@ -544,7 +545,13 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
             metrics.ALERTS_PUBLISHED.labels(model=name, source="monitor").inc(len(sent))
         except Exception:
             log.exception("analysis of model %s failed", name)
-    for name in models:
+    for name, m in models.items():
+        try:
+            sent = await run_assays(store, name, m.granularity, now, publish, alerts_topic)
+            counts["assay_alerts"] += len(sent)
+            metrics.ALERTS_PUBLISHED.labels(model=name, source="assay").inc(len(sent))
+        except Exception:
+            log.exception("assays of model %s failed", name)
         try:
             sent = await evaluate_rules(store, name, now, publish, alerts_topic,
                                         load_reference=functools.partial(lookup, name))
