@@ -130,5 +130,70 @@ class CountsOut(BaseModel):
     counts: list[CountOut]
 
 
-class ErrorOut(BaseModel):
-    detail: Any
+class FieldError(BaseModel):
+    """One field-level error (the same shape for request validation, monitor documents, metrics, ingest)."""
+
+    loc: list[str] = Field(description="where the bad value is: first `body`, `query`, `path` or `header`, then "
+                                       "the keys and 0-based indexes down to it (ingest: the event's index in the "
+                                       "array, its 0-based line in NDJSON or its row in Arrow, then the field)",
+                           examples=[["body", "analyzers", "0", "config", "threshold"]])
+    path: str = Field(description="`loc` joined with '.'", examples=["body.analyzers.0.config.threshold"])
+    msg: str = Field(description="what is wrong, for humans", examples=["Input should be a valid number"])
+    type: str = Field(description="a short machine-readable code", examples=["float_parsing"])
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx and 5xx): `detail` is a text for errors about the request as a whole
+    (401, 403, 404, 409, 413, 414, 415, 503, ...), and a list of field errors when particular values are wrong
+    (422 from request validation, monitor documents, metrics and alert rules, ingest)."""
+
+    detail: str | list[FieldError] = Field(examples=["unknown model 'house'", [
+        {"loc": ["body", "granularity"], "path": "body.granularity", "msg": "Input should be 'hourly' or 'daily'",
+         "type": "literal_error"}]])
+
+
+ErrorOut = ErrorBody  # former name
+
+
+Scalar = str | int | float | bool | None
+Value = Annotated[Scalar | list[Scalar], Field(description="a scalar or a list of scalars (no objects)")]
+Section = Annotated[dict[str, Value] | None, Field(description="column name → value")]
+
+
+class Event(BaseModel):
+    """One inference event as the ingest route accepts it (nested form). Documentation only: the route
+    reads the raw body. Unknown top-level keys are taken as inputs (see `FlatEvent`)."""
+
+    model_config = ConfigDict(extra="allow", title="Event")
+
+    model: str | None = Field(default=None, description="the model; when given it must be the path's model",
+                              pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    timestamp: int | float | str | None = Field(
+        default=None, description="epoch milliseconds (0 ≤ t < year 10000) or ISO-8601 text (naive = the "
+                                  "worker's local time, use `Z` or an offset); omitted: the Kafka record time")
+    event_id: str | int | None = Field(default=None, description="the caller's id of the event (text, ≤ 256 "
+                                                                 "characters kept)")
+    model_version: str | int | None = Field(default=None, description="the model version that answered")
+    elapsed_ns: int | float | None = Field(default=None, description="inference latency in nanoseconds (finite, "
+                                                                     "within int64)")
+    inputs: Section = None
+    outputs: Section = None
+    ground_truth: Section = None
+    tags: Section = None
+
+
+class FlatEvent(BaseModel):
+    """One event as a flat record (pandas `to_dict(orient="records")`): keys `in.<x>`, `out.<y>`, `gt.<z>`,
+    `tag.<t>`; keys without a prefix that are not event fields are inputs."""
+
+    model_config = ConfigDict(extra="allow", title="FlatEvent",
+                              json_schema_extra={"additionalProperties": {"anyOf": [
+                                  {"type": ["string", "number", "integer", "boolean", "null"]},
+                                  {"type": "array", "items": {"type": ["string", "number", "integer", "boolean",
+                                                                       "null"]}}]}})
+
+    model: str | None = Field(default=None, description="the model; when given it must be the path's model")
+    timestamp: int | float | str | None = Field(default=None, description="as in `Event`")
+    event_id: str | int | None = None
+    model_version: str | int | None = None
+    elapsed_ns: int | float | None = None

@@ -9,6 +9,8 @@
 :func:`column_distance` bins numeric columns into 30 equal-width bins over the combined min/max of
 both KLL sketches (split points ``min + i*width`` for i in 0..29, as the WhyLabs backend does) and
 takes each PMF from its sketch; one side empty → 1.0, both empty → 0.0, min == max → 0.0.
+:func:`column_drift` is the reporting form: a column absent (or without values) on one side has no
+distance and names the side it is missing from.
 Discrete columns (string/bool) use the union of frequent items with ``p_i = estimate / n`` where n is
 the sketch's total weight.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import datasketches as ds
 import numpy as np
@@ -34,8 +36,10 @@ __all__ = [
     "ALGORITHMS",
     "EPSILON",
     "N_BINS",
+    "ColumnDrift",
     "KSResult",
     "column_distance",
+    "column_drift",
     "hellinger",
     "jensen_shannon",
     "kl_divergence",
@@ -170,6 +174,47 @@ def column_distance(
     if pmfs is None:
         return 0.0
     return fn(*pmfs)
+
+
+class ColumnDrift(NamedTuple):
+    """Drift of one column: ``distance`` None and ``missing`` naming the side without the column's values
+    (absent there, or only nulls), else the distance and ``missing`` None."""
+
+    distance: float | None
+    discrete: bool
+    missing: Literal["baseline", "target"] | None = None
+
+
+def _no_values(col: ColumnProfile | None, discrete: bool) -> bool:
+    return col is None or (col.fi.is_empty() if discrete else col.kll.is_empty())
+
+
+def column_drift(algorithm: str, baseline: ColumnProfile | None, target: ColumnProfile | None) -> ColumnDrift:
+    """Drift of a column between two profiles that may lack it (``None``).
+
+    Unlike :func:`column_distance` (one empty side → 1.0, WhyLabs' convention for analyzers), a
+    column without values on one side (absent, or only nulls) is reported as missing there, not as
+    maximal drift; without values on both sides the distance is 0.0.
+
+    >>> import polars as pl
+    >>> a = ColumnProfile(); a.track(pl.Series([1.0, 2.0, 3.0]))
+    >>> column_drift("hellinger", a, a)
+    ColumnDrift(distance=0.0, discrete=False, missing=None)
+    >>> column_drift("hellinger", a, None)
+    ColumnDrift(distance=None, discrete=False, missing='target')
+    >>> column_drift("hellinger", ColumnProfile(), a).missing
+    'baseline'
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown drift algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
+    b, t = baseline or ColumnProfile(), target or ColumnProfile()
+    discrete = (b if b.inferred_type != "null" else t).is_discrete
+    no_b, no_t = _no_values(baseline, discrete), _no_values(target, discrete)
+    if no_b and no_t:
+        return ColumnDrift(0.0, discrete)
+    if no_b or no_t:
+        return ColumnDrift(None, discrete, "baseline" if no_b else "target")
+    return ColumnDrift(column_distance(algorithm, b, t, discrete), discrete)
 
 
 class KSResult(NamedTuple):

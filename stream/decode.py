@@ -78,6 +78,13 @@ class Rejection:
     index: int = 0  # line / row within a batch message
     model: str = ""
 
+    def payload(self) -> bytes:
+        """What was rejected: the line of an NDJSON batch, else the whole message value."""
+        if not (self.message.header("content-type") or "").startswith(NDJSON):
+            return self.message.value
+        lines = [line for line in self.message.value.split(b"\n") if line.strip()]
+        return lines[self.index] if self.index < len(lines) else self.message.value
+
 
 @dataclass
 class DecodedBatch:
@@ -422,6 +429,12 @@ def _arrow_frame(message: RawMessage) -> pl.DataFrame:
     )
 
 
+def _named_model(event: Any) -> str:
+    """The model a rejected event names, when it names a valid one ("" otherwise)."""
+    name = event.get("model") if isinstance(event, dict) else None
+    return name if isinstance(name, str) and MODEL_NAME.match(name) else ""
+
+
 def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rejection]) -> pl.DataFrame | None:
     """JSON lines (message, index, bytes) → one frame; bad lines become rejections."""
     if not lines:
@@ -436,12 +449,13 @@ def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rej
     rows: list[dict[str, Any]] = []
     for message, index, line in lines:
         try:
-            row = flatten_event(orjson.loads(line), message.timestamp_ms)
+            event = orjson.loads(line)
+            row = flatten_event(event, message.timestamp_ms)
         except orjson.JSONDecodeError as exc:
             rejections.append(Rejection(message, "bad-json", str(exc)[:200], index))
             continue
         except EventError as exc:
-            rejections.append(Rejection(message, exc.reason, str(exc), index))
+            rejections.append(Rejection(message, exc.reason, str(exc), index, _named_model(event)))
             continue
         except RecursionError:
             rejections.append(Rejection(message, "nested-value", "nesting too deep", index))

@@ -15,16 +15,29 @@ Output: Kafka message values with the record header `content-type`, either `appl
 (nested JSON events, each with `model` set) or `application/vnd.apache.arrow.stream` (the flattened
 columns plus a `model` column). One message per request unless it exceeds `max_message_bytes`,
 in which case it is split into consecutive chunks of events.
+
+What the worker would dead-letter is rejected here instead, before anything is written (422 with a
+field error per bad event, `loc` = ["body", <index in the array / 0-based line / row>, <field>...]):
+an event that is not an object, a model other than the path's, a bad timestamp, event_id,
+model_version or elapsed_ns, a section that is not an object, an object (or a nested list) as a value,
+oversized values, too many columns. JSON events are checked while they are normalized (one pass over
+their values); Arrow columns are checked vectorized.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+
+from stream.decode import MAX_COLUMNS, MAX_LIST_ITEMS, MAX_STRING_CHARS, EventError, parse_timestamp
 
 NDJSON = "application/x-ndjson"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -36,15 +49,34 @@ PREFIXES = {"in.": "inputs", "out.": "outputs", "gt.": "ground_truth", "tag.": "
 SECTIONS = {v: k for k, v in PREFIXES.items()}
 EVENT_FIELDS = ("timestamp", "event_id", "model_version", "elapsed_ns")
 MAX_EVENTS = 1_000_000
-MAX_DEPTH = 32
+MAX_REPORTED = 20  # field errors listed in one 422
+_PLAIN = frozenset({int, float, bool, type(None)})
+_META_COLUMNS = 5  # model, timestamp, event_id, model_version, elapsed_ns
+MAX_TIMESTAMP_MS = 253_402_300_800_000  # year 10000, as the worker reads timestamps
 
 
 class IngestError(ValueError):
-    """The body cannot be turned into events; `status` is the HTTP status to answer."""
+    """The body cannot be turned into events; `status` is the HTTP status to answer, `errors` the field
+    errors (`{"loc", "path", "msg", "type"}`, `loc` = ["body", <event index>, <field>...]) when particular
+    events are wrong."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: int = 422, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.errors = errors or []
+
+
+def field_error(loc: Sequence[Any], msg: str, type: str = "value_error") -> dict[str, Any]:
+    """One field error of the API's error shape (`api.schemas.FieldError`); `loc` starts with where the
+    value is (`body`, `query`, ...)."""
+    parts = [str(x) for x in loc]
+    return {"loc": parts, "path": ".".join(parts), "msg": msg, "type": type}
+
+
+class _EventInvalid(Exception):
+    def __init__(self, loc: tuple[str, ...], msg: str, type: str) -> None:
+        super().__init__(msg)
+        self.loc, self.msg, self.type = loc, msg, type
 
 
 @dataclass(frozen=True)
@@ -76,51 +108,117 @@ def supported(content_type: str | None) -> bool:
     return main in (NDJSON, ARROW_FILE, ARROW_STREAM)
 
 
-def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return deepest
+def _check_value(loc: tuple[str, ...], column: str, value: Any) -> None:
+    """What the worker accepts as a column value (stream.decode): a scalar or a list of scalars."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return
+    if kind is str:
+        if len(value) > MAX_STRING_CHARS:
+            raise _EventInvalid(loc, f"string of {len(value)} characters exceeds {MAX_STRING_CHARS}",
+                                "oversized-value")
+        return
+    if kind is list:
+        if len(value) > MAX_LIST_ITEMS:
+            raise _EventInvalid(loc, f"list of {len(value)} items exceeds {MAX_LIST_ITEMS}", "oversized-value")
+        for item in value:
+            if isinstance(item, dict | list):
+                raise _EventInvalid(loc, "nested deeper than a list of scalars: lists may hold only scalars",
+                                    "nested-value")
+            if isinstance(item, str) and len(item) > MAX_STRING_CHARS:
+                raise _EventInvalid(loc, f"list item exceeds {MAX_STRING_CHARS} characters", "oversized-value")
+        return
+    if isinstance(value, dict):
+        raise _EventInvalid(loc, f"{column}: objects are not allowed as values (use a list of scalars or "
+                                 "one column per key)", "nested-value")
+    raise _EventInvalid(loc, f"{column}: unsupported value", "bad-value")  # pragma: no cover - JSON has no other
 
 
-def normalize_event(model: str, event: Any, where: str) -> dict[str, Any]:
-    """A nested event with `model` set, from a nested event or a flat record."""
+def _check_field(key: str, value: Any) -> None:
+    """The event fields as the worker reads them (stream.decode.flatten_event)."""
+    if value is None:
+        return
+    if key == "timestamp":
+        try:
+            parse_timestamp(value, 0)
+        except EventError as exc:
+            raise _EventInvalid((key,), str(exc), exc.reason) from None
+    elif key == "elapsed_ns":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _EventInvalid((key,), "elapsed_ns must be a number", "bad-field")
+        if not -(2**63) <= value < 2**63:
+            raise _EventInvalid((key,), "elapsed_ns is out of range", "bad-field")
+    elif not isinstance(value, str | int):
+        raise _EventInvalid((key,), f"{key} must be text", "bad-field")
+
+
+def normalize_event(model: str, event: Any) -> dict[str, Any]:
+    """A nested event with `model` set, from a nested event or a flat record; raises _EventInvalid for
+    anything the worker would reject (so that is answered now, not dead-lettered later)."""
     if not isinstance(event, dict):
-        raise IngestError(f"{where}: an event must be a JSON object, got {type(event).__name__}")
-    if _depth(event) > MAX_DEPTH:
-        raise IngestError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        raise _EventInvalid((), f"an event must be a JSON object, got {type(event).__name__}", "not-an-object")
     claimed = event.get("model")
     if claimed is not None and claimed != model:
-        raise IngestError(f"{where}: event names model {claimed!r} but was posted to model {model!r}")
+        raise _EventInvalid(("model",), f"event names model {str(claimed)[:80]!r} but was posted to model "
+                                        f"{model!r}", "bad-model")
     out: dict[str, Any] = {"model": model}
+    columns = _META_COLUMNS
     for key, value in event.items():
         if key == "model":
             continue
-        if not isinstance(key, str) or not key:
-            raise IngestError(f"{where}: empty key")
+        if not key:
+            raise _EventInvalid((), "empty key", "bad-column")
         if key in SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise IngestError(f"{where}.{key}: must be an object of name → value")
+                raise _EventInvalid((key,), f"{key} must be an object of name → value", "bad-section")
+            short = SECTIONS[key]
+            for name, v in value.items():
+                if len(name) + len(short) > 256:
+                    raise _EventInvalid((key, name[:64]), f"column name {short}{name[:64]}… is too long", "bad-column")
+                _check_value((key, name), short + name, v)
+            columns += len(value)
             out.setdefault(key, {}).update(value)
         elif key in EVENT_FIELDS:
+            _check_field(key, value)
             out[key] = value
         else:
-            prefix = next((p for p in PREFIXES if key.startswith(p)), None)
-            section, name = (PREFIXES[prefix], key[len(prefix):]) if prefix else ("inputs", key)
+            prefix = key[:key.find(".") + 1]  # every prefix ends at the key's first dot
+            section = PREFIXES.get(prefix)
+            if section is None:
+                prefix, section = "", "inputs"
+            name = key[len(prefix):]
             if not name:
-                raise IngestError(f"{where}: key {key!r} has no column name after the prefix")
+                raise _EventInvalid((key,), f"key {key!r} has no column name after the prefix", "bad-column")
+            if len(name) + len(SECTIONS[section]) > 256:
+                raise _EventInvalid((key[:64],), f"column name {key[:64]!r}… is too long", "bad-column")
+            _check_value((key,), SECTIONS[section] + name, value)
+            columns += 1
             out.setdefault(section, {})[name] = value
+    if columns > MAX_COLUMNS:
+        raise _EventInvalid((), f"{columns} columns exceed {MAX_COLUMNS}", "too-many-columns")
     return out
+
+
+class _Collector:
+    """Field errors of a batch: the first MAX_REPORTED, raised together as one IngestError."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+        self.total = 0
+
+    def add(self, loc: Sequence[Any], msg: str, type: str) -> None:
+        self.total += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append(field_error(["body", *loc], msg, type))
+
+    def raise_any(self, what: str) -> None:
+        if not self.errors:
+            return
+        first = self.errors[0]
+        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
+        raise IngestError(f"{what}: {first['path']}: {first['msg']}{more}", 422, self.errors)
 
 
 def _loads(body: bytes, where: str) -> Any:
@@ -136,14 +234,33 @@ def _json_events(model: str, body: bytes) -> list[dict[str, Any]]:
         data = [data]
     if not isinstance(data, list):
         raise IngestError("body: expected a JSON array of event objects (pandas-records) or one event object")
-    return [normalize_event(model, e, f"body[{i}]") for i, e in enumerate(data)]
+    events = []
+    bad = _Collector()
+    for i, e in enumerate(data):
+        try:
+            events.append(normalize_event(model, e))
+        except _EventInvalid as exc:
+            bad.add((i, *exc.loc), f"event {i}: {exc.msg}", exc.type)
+    bad.raise_any("invalid events")
+    return events
 
 
 def _ndjson_events(model: str, body: bytes) -> list[dict[str, Any]]:
     events = []
+    bad = _Collector()
     for i, line in enumerate(body.splitlines()):
-        if line.strip():
-            events.append(normalize_event(model, _loads(line, f"line {i + 1}"), f"line {i + 1}"))
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            bad.add((i,), f"line {i + 1}: invalid JSON: {exc}", "json_invalid")
+            continue
+        try:
+            events.append(normalize_event(model, event))
+        except _EventInvalid as exc:
+            bad.add((i, *exc.loc), f"line {i + 1}: {exc.msg}", exc.type)
+    bad.raise_any("invalid lines")
     return events
 
 
@@ -199,6 +316,64 @@ def _flatten_arrow(model: str, table: pa.Table) -> pa.Table:
     return table.append_column("model", pa.array([model] * table.num_rows, pa.string()))
 
 
+def _bad_rows(mask: pa.Array) -> list[int]:
+    return [int(i) for i in pc.indices_nonzero(pc.fill_null(mask, False))[:MAX_REPORTED].to_pylist()]
+
+
+def _iso_column(text: pa.Array) -> bool:
+    """Every value ISO-8601 with an offset, or every value without one: Arrow's cast reads it in one pass
+    (polars' format inference, which the worker uses and which finds the bad rows, is 10x slower)."""
+    for unit in (pa.timestamp("ns", "UTC"), pa.timestamp("ns")):
+        try:
+            pc.cast(text, unit)
+            return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return False
+
+
+def _check_arrow(table: pa.Table) -> None:
+    """Vectorized checks of what the worker would reject or silently replace (stream.decode._arrow_frame):
+    the column count, a timestamp column of a type it cannot read or with values out of range or not
+    ISO-8601, event fields of a nested type."""
+    if table.num_columns > MAX_COLUMNS:
+        raise IngestError(f"body: {table.num_columns} columns exceed {MAX_COLUMNS}")
+    bad = _Collector()
+    names = table.column_names
+    if "timestamp" in names:
+        ts = table.column("timestamp").combine_chunks()
+        t = ts.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            as_float = pc.cast(ts, pa.float64())
+            ok = pc.and_(pc.and_(pc.is_finite(as_float), pc.greater_equal(as_float, 0.0)),
+                         pc.less(as_float, float(MAX_TIMESTAMP_MS)))
+            for row in _bad_rows(pc.invert(ok)):
+                bad.add((row, "timestamp"), f"row {row}: timestamp {ts[row].as_py()!r} is out of range "
+                                            "(epoch milliseconds from 1970 to 9999)", "bad-timestamp")
+        elif (pa.types.is_string(t) or pa.types.is_large_string(t)) and not _iso_column(ts):
+            text = pl.Series("timestamp", ts.cast(pa.string()))
+            try:
+                parsed = text.str.to_datetime(time_zone="UTC", strict=False)
+            except pl.exceptions.PolarsError as exc:
+                bad.add(("timestamp",), f"timestamp column cannot be read as ISO-8601: {str(exc)[:200]}",
+                        "bad-timestamp")
+            else:
+                for row in (text.is_not_null() & parsed.is_null()).arg_true()[:MAX_REPORTED].to_list():
+                    bad.add((row, "timestamp"), f"row {row}: timestamp {str(text[row])[:64]!r} is not ISO-8601",
+                            "bad-timestamp")
+        elif not (pa.types.is_timestamp(t) or pa.types.is_null(t) or pa.types.is_string(t)
+                  or pa.types.is_large_string(t)):
+            bad.add(("timestamp",), f"timestamp column of type {t} is not supported: use epoch milliseconds, "
+                                    "ISO-8601 text or an Arrow timestamp", "bad-timestamp")
+    for key in ("event_id", "model_version", "elapsed_ns"):
+        if key in names:
+            t = table.schema.field(key).type
+            if pa.types.is_nested(t) or (key == "elapsed_ns" and not (
+                    pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t))):
+                bad.add((key,), f"{key} column of type {t} is not supported", "bad-field")
+    bad.raise_any("invalid rows")
+
+
 def _arrow_messages(table: pa.Table, max_bytes: int) -> list[bytes]:
     per_row = max(1, table.nbytes // max(1, table.num_rows))
     rows_per_message = max(1, max_bytes // (per_row * 2))
@@ -223,6 +398,7 @@ def encode(model: str, content_type: str | None, body: bytes, max_message_bytes:
             raise IngestError("body: no events")
         if table.num_rows > MAX_EVENTS:
             raise IngestError(f"body: more than {MAX_EVENTS} events in one request", 413)
+        _check_arrow(table)
         messages = _arrow_messages(table, max_message_bytes)
         if any(len(m) > max_message_bytes + 65536 for m in messages):
             raise IngestError(f"an Arrow row is too large for one message of at most {max_message_bytes} bytes", 413)

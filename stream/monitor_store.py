@@ -141,6 +141,41 @@ class AlertRule(AlertRuleBody):
     id: str
 
 
+COLUMN_PARAMETERS = ("property", "ground_truth_property", "predicted_property")
+PROPERTY_PREFIXES = ("", "in.", "out.", "gt.", "tag.")
+
+
+def resolves(prop: str, columns: set[str], performance: bool = False) -> bool:
+    """Whether a metric property names one of `columns` the way metrics resolve it: `name`, `in.name`,
+    `out.name`, `gt.name` or `tag.name`; for performance functions `in.y` / `out.y` / `y` also name the
+    ground truth `gt.y`.
+
+    >>> resolves("x", {"in.x"}), resolves("in.x", {"in.x"}), resolves("z", {"in.x"})
+    (True, True, False)
+    >>> resolves("out.y", {"gt.y"}), resolves("out.y", {"gt.y"}, performance=True)
+    (False, True)
+    """
+    if any(f"{p}{prop}" in columns for p in PROPERTY_PREFIXES):
+        return True
+    base = prop.split(".", 1)[1] if prop.startswith(("in.", "out.", "gt.")) else prop
+    return performance and f"gt.{base}" in columns
+
+
+def unknown_columns(metric: MetricBody, columns: set[str]) -> list[tuple[str, str]]:
+    """(body path, property) of every column a metric names (in its selects and its row filters) that
+    resolves to none of `columns`."""
+    out = []
+    for i, select in enumerate(metric.query.select):
+        for key in COLUMN_PARAMETERS:
+            value = select.parameters.get(key)
+            if isinstance(value, str) and not resolves(value, columns, select.function in PERFORMANCE):
+                out.append((f"query.select.{i}.parameters.{key}", value))
+    for j, f in enumerate(metric.query.filter):
+        if not resolves(f.property, columns):
+            out.append((f"query.filter.{j}.property", f.property))
+    return out
+
+
 # ------------------------------------------------------------------------------------- repository
 def default_metric_id(model: str, function: str, column: str) -> str:
     return str(uuid.uuid5(_NS, f"{model}\x00{function}\x00{column}"))
@@ -185,6 +220,13 @@ class MonitoringRepository(ConfigRepository):
         except (orjson.JSONDecodeError, AttributeError):
             return {}
         return {name: str(col.get("inferred_type", "")) for name, col in columns.items() if isinstance(col, dict)}
+
+    def known_columns(self, model: str) -> set[str]:
+        """Every column the model's stored windows have profiled (empty: no data yet)."""
+        rows = self.store.query_rows(
+            f"SELECT DISTINCT column FROM {self.store.table('column_summaries')} WHERE model = {{model:String}}",
+            {"model": model})
+        return {str(r[0]) for r in rows} | set(self.latest_columns(model))
 
     def default_metrics(self, model: str) -> list[Metric]:
         out = []

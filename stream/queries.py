@@ -443,3 +443,53 @@ def anomalies_for_events(store: Store, model: str, event_ids: Sequence[str]) -> 
         f"FROM {store.table('anomaly_log')} FINAL WHERE model = {{model:String}} "
         "AND has({ids:Array(String)}, event_id) ORDER BY event_time",
         {"model": model, "ids": list(event_ids)})
+
+
+def event_known(store: Store, model: str, event_id: str) -> bool:
+    """Whether `event_id` was seen for `model`: no table holds every event id (profiles are
+    aggregates), so an id is known when an anomaly_log row carries it (the event failed a validation)
+    or when it was flagged before (a flag row exists, deleted or not)."""
+    params = {"model": model, "event_id": event_id, "kind": FLAG_KIND}
+    rows = store.query_rows(
+        f"SELECT (SELECT count() FROM (SELECT 1 FROM {store.table('anomaly_log')} WHERE model = {{model:String}} "
+        "AND event_id = {event_id:String} LIMIT 1)) + "
+        f"(SELECT count() FROM (SELECT 1 FROM {store.table('config')} WHERE kind = {{kind:String}} "
+        "AND model = {model:String} AND key = {event_id:String} LIMIT 1))", params)
+    return bool(rows and int(rows[0][0]) > 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# dead letters: rejected events (stream/worker.py `_dead_letter` → stream/sink.py)
+# ------------------------------------------------------------------------------------------------
+
+DEAD_LETTER_EXCERPT_BYTES = 1024
+
+
+def list_dead_letters(store: Store, *, model: str | None = None, reason: str | None = None,
+                      start_ms: int | None = None, end_ms: int | None = None, limit: int = 100, offset: int = 0,
+                      excerpt_bytes: int = DEAD_LETTER_EXCERPT_BYTES) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page of dead letters, newest first). `model=""` selects the rejected
+    events that name no model (undecodable ones). Rows carry `payload_excerpt` (the first
+    `excerpt_bytes` bytes kept of the rejected input), `payload_bytes` (how many were kept, at most
+    `stream.sink.DEAD_LETTER_PAYLOAD_BYTES`) and `payload_truncated`."""
+    where = Where().equals("model", "model", model).equals("reason", "reason", reason)
+    where.time_range("received_at", start_ms, end_ms)
+    table = store.table("dead_letters")
+    total = int(store.query_rows(f"SELECT count() FROM {table} FINAL WHERE {where.sql()}", where.params)[0][0])
+    payload = "substring(payload, 1, {excerpt:UInt32}) AS excerpt, length(payload) AS payload_bytes"
+    rows = store.query_rows(
+        "SELECT toUnixTimestamp64Milli(received_at) AS t, model, reason, detail, source_topic, source_partition, "
+        f"source_offset, batch_index, {payload} FROM {table} FINAL WHERE {where.sql()} "
+        "ORDER BY received_at DESC, source_topic, source_partition, source_offset, batch_index "
+        "LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
+        {**where.params, "limit": limit, "offset": offset, "excerpt": excerpt_bytes}, binary=("excerpt",))
+    out = []
+    for t, m, r, detail, topic, partition, off, index, excerpt, size in rows:
+        out.append({
+            "received_at_ms": int(t), "model": m, "reason": r, "detail": detail, "source_topic": topic,
+            "source_partition": int(partition), "source_offset": int(off), "batch_index": int(index),
+            "payload_excerpt": bytes(excerpt).decode("utf-8", errors="replace"),
+            "payload_bytes": int(size),
+            "payload_truncated": int(size) > excerpt_bytes,
+        })
+    return total, out

@@ -16,6 +16,8 @@ from stream.pipeline import Due
 from stream.store import Store
 from stream.windows import WindowKey, WindowState
 
+DEAD_LETTER_PAYLOAD_BYTES = 4096  # kept of a rejected event in the dead_letters table
+
 PROFILE_COLUMNS = [
     "model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
     "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",
@@ -114,7 +116,8 @@ class Sink:
     def write_dead_letters(self, rejections: list[Rejection]) -> int:
         now = datetime.now(UTC)
         rows = [[self.source_topic, r.message.partition, r.message.offset, r.index, r.reason, r.detail[:1000],
-                 r.model, now] for r in rejections]
+                 r.model, now, r.payload()[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", "replace")]
+                for r in rejections]
         return self.store.insert("dead_letters", rows, [
             "source_topic", "source_partition", "source_offset", "batch_index", "reason", "detail", "model",
-            "received_at"])
+            "received_at", "payload"])

@@ -130,6 +130,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ) ENGINE = ReplacingMergeTree(heartbeat) ORDER BY (group_id, member_id)
         TTL toDateTime(heartbeat) + INTERVAL 1 DAY""",
     ]),
+    (6, [
+        # The start of a rejected event (at most DEAD_LETTER_PAYLOAD_BYTES), shown by the dead-letters route.
+        "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS payload String DEFAULT ''",
+    ]),
 ]
 
 

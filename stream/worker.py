@@ -133,9 +133,7 @@ class StreamWorker:
                        "source-topic": self.sink.source_topic.encode(),
                        "source-partition": str(r.message.partition).encode(),
                        "source-offset": str(r.message.offset).encode(), "batch-index": str(r.index).encode()}
-            is_batch = (r.message.header("content-type") or "").startswith("application/x-ndjson")
-            value = _line(r.message.value, r.index) if is_batch else r.message.value
-            await self.publish(self.settings.topic("dlq"), None, value, headers)
+            await self.publish(self.settings.topic("dlq"), None, r.payload(), headers)
         await self._retry(lambda: self.sink.write_dead_letters(rejections))
 
     async def _retry(self, call: Callable[[], T], attempts: int | None = None) -> T:
@@ -200,9 +198,3 @@ class StreamWorker:
         keys = [WindowKey.decode(k) for k in self.windows.window_keys(partitions)]
         metrics.OPEN_WINDOWS.set(len(keys))
         metrics.OPEN_SEGMENTS.set(len({(k.model, k.segment) for k in keys}))
-
-
-def _line(value: bytes, index: int) -> bytes:
-    """The `index`-th non-empty line of an NDJSON batch (what a rejected line looked like)."""
-    lines = [line for line in value.split(b"\n") if line.strip()]
-    return lines[index] if index < len(lines) else value

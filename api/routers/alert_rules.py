@@ -4,6 +4,10 @@ Metrics are `{name, query: {select: [{function, alias, parameters}], filter: [{p
 value}]}}`; default metrics (avg/count/min/max of every numeric input and output column) are generated
 from the model's latest stored profile and cannot be changed. Alert rules reference a metric by id;
 lists are paginated like Arthur's: `{data, page, page_size, total_count, total_pages}`.
+
+A custom metric naming a column (a select's `property` / `ground_truth_property` / `predicted_property`,
+a filter's `property`) that the model's stored profiles do not have is rejected (422 naming it); a model
+with no stored data yet cannot be checked: the metric is accepted with a `warnings` entry per column.
 """
 
 from __future__ import annotations
@@ -13,12 +17,20 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from api.deps import existing_model, get_store, pagination
 from stream.config import ModelConfig
-from stream.monitor_store import AlertRule, AlertRuleBody, AlertRulePatch, Metric, MetricBody, MonitoringRepository
+from stream.monitor_store import (
+    AlertRule,
+    AlertRuleBody,
+    AlertRulePatch,
+    Metric,
+    MetricBody,
+    MonitoringRepository,
+    unknown_columns,
+)
 from stream.references import ReferenceStore
 from stream.store import Store
 
@@ -44,6 +56,11 @@ class MetricPage(BaseModel):
     total_pages: int
 
 
+class MetricOut(Metric):
+    warnings: list[str] = Field(default_factory=list, description="columns that could not be checked (the model "
+                                                                  "has no stored data yet)")
+
+
 class AlertRuleOut(AlertRule):
     metric_name: str | None = None
 
@@ -61,13 +78,33 @@ def _page(items: list[Any], page: int, page_size: int) -> tuple[list[Any], int, 
     return items[(page - 1) * page_size: page * page_size], total, math.ceil(total / page_size)
 
 
+def _error(path: str, msg: str, type_: str) -> dict[str, Any]:
+    return {"loc": path.split("."), "path": path, "msg": msg, "type": type_}
+
+
 def _check_references(store: Store, model: str, metric: MetricBody) -> None:
     refs = ReferenceStore(store)
     for i, select in enumerate(metric.query.select):
         ref = select.parameters.get("reference")
         if ref is not None and refs.get(model, str(ref)) is None:
-            raise HTTPException(422, [{"path": f"body.query.select.{i}.parameters.reference", "type": "reference",
-                                       "msg": f"unknown reference profile {str(ref)[:128]!r} of model {model!r}"}])
+            raise HTTPException(422, [_error(f"body.query.select.{i}.parameters.reference",
+                                             f"unknown reference profile {str(ref)[:128]!r} of model {model!r}",
+                                             "reference")])
+
+
+def _check_columns(repo: MonitoringRepository, model: str, metric: MetricBody) -> list[str]:
+    """422 naming each column the model's stored profiles lack; with no stored data, warnings instead."""
+    known = repo.known_columns(model)
+    unknown = unknown_columns(metric, known)
+    if not unknown:
+        return []
+    if not known:
+        return [f"{path}: column {prop[:256]!r} cannot be checked: model {model!r} has no stored data yet"
+                for path, prop in unknown]
+    listed = ", ".join(sorted(known)[:50]) + (", …" if len(known) > 50 else "")
+    raise HTTPException(422, [_error(f"body.{path}", f"unknown column {prop[:256]!r}: model {model!r} has no such "
+                                                     f"column (known: {listed})", "unknown_column")
+                              for path, prop in unknown])
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -78,14 +115,15 @@ def list_metrics(config: Model, repo: Repo, paging: Paging) -> MetricPage:
     return MetricPage(data=items, page=page, page_size=page_size, total_count=total, total_pages=pages)
 
 
-@router.post("/metrics", status_code=201, response_model=Metric, summary="Create a custom metric")
+@router.post("/metrics", status_code=201, response_model=MetricOut, summary="Create a custom metric")
 def create_metric(config: Model, repo: Repo, store: Annotated[Store, Depends(get_store)],
-                  body: MetricBody, response: Response) -> Metric:
+                  body: MetricBody, response: Response) -> MetricOut:
     _check_references(store, config.name, body)
+    warnings = _check_columns(repo, config.name, body)
     metric = Metric(id=str(uuid.uuid4()), **body.model_dump())
     repo.put_metric(config.name, metric)
     response.headers["Location"] = f"/v1/models/{config.name}/metrics/{metric.id}"
-    return metric
+    return MetricOut(**metric.model_dump(), warnings=warnings)
 
 
 @router.get("/metrics/{metric_id}", response_model=Metric)
@@ -106,12 +144,14 @@ def _custom(repo: MonitoringRepository, model: str, metric_id: str) -> Metric:
     return metric
 
 
-@router.put("/metrics/{metric_id}", response_model=Metric, summary="Replace a custom metric")
+@router.put("/metrics/{metric_id}", response_model=MetricOut, summary="Replace a custom metric")
 def replace_metric(config: Model, repo: Repo, store: Annotated[Store, Depends(get_store)], metric_id: Id,
-                   body: MetricBody) -> Metric:
+                   body: MetricBody) -> MetricOut:
     _custom(repo, config.name, metric_id)
     _check_references(store, config.name, body)
-    return repo.put_metric(config.name, Metric(id=metric_id, **body.model_dump()))
+    warnings = _check_columns(repo, config.name, body)
+    metric = repo.put_metric(config.name, Metric(id=metric_id, **body.model_dump()))
+    return MetricOut(**metric.model_dump(), warnings=warnings)
 
 
 @router.delete("/metrics/{metric_id}", status_code=204, summary="Delete a custom metric (409 while rules use it)")
@@ -129,9 +169,9 @@ def delete_metric(config: Model, repo: Repo, metric_id: Id) -> Response:
 def _require_metric(repo: MonitoringRepository, model: str, metric_id: str) -> Metric:
     metric = repo.get_metric(model, metric_id)
     if metric is None:
-        raise HTTPException(422, [{"path": "body.metric_id", "type": "reference",
-                                   "msg": f"unknown metric_id {metric_id[:128]!r}: model {model!r} has no such "
-                                          f"metric (see GET /v1/models/{model}/metrics)"}])
+        raise HTTPException(422, [_error("body.metric_id", f"unknown metric_id {metric_id[:128]!r}: model {model!r} "
+                                                           f"has no such metric (see GET /v1/models/{model}/metrics)",
+                                         "reference")])
     return metric
 
 
@@ -174,7 +214,7 @@ def patch_alert_rule(config: Model, repo: Repo, rule_id: Id, body: AlertRulePatc
     for key in ("metric_id", "bound", "threshold", "severity", "lookback_period", "subsequent_alert_wait_time",
                 "enabled"):
         if key in changes and changes[key] is None:
-            raise HTTPException(422, [{"path": f"body.{key}", "type": "null", "msg": f"{key} cannot be null"}])
+            raise HTTPException(422, [_error(f"body.{key}", f"{key} cannot be null", "null")])
     try:
         new = AlertRule.model_validate({**rule.model_dump(), **changes})
     except PydanticValidationError as exc:  # pragma: no cover - fields are validated by AlertRulePatch

@@ -1,17 +1,32 @@
 """Wallaroo-style assays: `/v1/models/{model}/assays` (create, list, preview) and `/v1/assays/{id}/…`
-(scheduled results, pause, resume)."""
+(scheduled results, pause, resume).
+
+Assays are returned with their baseline summarized: the time range or the number of uploaded values
+(`baseline.values_count`), with the binning in `binned_baseline` (bin edges, proportions, count and
+summary stats). The uploaded values themselves (up to a million) come only with
+`?include=baseline_values`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field
 
 from api.deps import ApiKey, check_scope, existing_model, get_repo, get_store, pagination, require_key
 from stream import assays
-from stream.assays import Assay, AssayBody, AssayError, AssayRepository, FrozenBaseline
+from stream.assays import (
+    Assay,
+    AssayBody,
+    AssayError,
+    AssayRepository,
+    FrozenBaseline,
+    Summarizer,
+    WindowSpec,
+    assay_view,
+)
 from stream.config import GRANULARITY_MS, ConfigRepository, ModelConfig
 from stream.store import Store
 
@@ -30,8 +45,42 @@ def get_assays(store: Annotated[Store, Depends(get_store)]) -> AssayRepository:
 Repo = Annotated[AssayRepository, Depends(get_assays)]
 
 
+Include = Annotated[Literal["baseline_values"] | None, Query(
+    description="`baseline_values`: also return the uploaded baseline values (omitted: only their count)")]
+
+
+class BaselineOut(BaseModel):
+    start: str | None = None
+    end: str | None = None
+    values_count: int | None = Field(default=None, description="number of uploaded baseline values")
+    values: list[float] | None = Field(default=None, description="the uploaded values, with "
+                                                                 "`?include=baseline_values` only")
+
+
+class AssayOut(BaseModel):
+    """An assay, its baseline summarized (the binned baseline holds edges, proportions and stats)."""
+
+    name: str
+    baseline: BaselineOut
+    iopath: str
+    index: int | None
+    window: WindowSpec
+    summarizer: Summarizer
+    warning_threshold: float | None
+    alert_threshold: float
+    active: bool
+    id: str
+    model: str
+    created_at: str
+    binned_baseline: FrozenBaseline
+
+
+def _view(assay: Assay, include: str | None) -> AssayOut:
+    return AssayOut.model_validate(assay_view(assay, include_values=include == "baseline_values"))
+
+
 class AssayPage(BaseModel):
-    items: list[Assay]
+    items: list[AssayOut]
     page: int
     page_size: int
     total: int
@@ -59,9 +108,10 @@ def _check_width(config: ModelConfig, body: AssayBody) -> None:
                                  f"{config.granularity} windows")
 
 
-@model_router.post("", status_code=201, response_model=Assay, summary="Create an assay (the baseline is binned now)")
+@model_router.post("", status_code=201, response_model=AssayOut,
+                   summary="Create an assay (the baseline is binned now)")
 async def create_assay(config: Model, repo: Repo, store: Annotated[Store, Depends(get_store)], body: AssayBody,
-                       response: Response) -> Assay:
+                       response: Response, include: Include = None) -> AssayOut:
     _check_width(config, body)
     try:
         assay = await asyncio.to_thread(assays.create, store, config.name, config.granularity, body)
@@ -69,15 +119,15 @@ async def create_assay(config: Model, repo: Repo, store: Annotated[Store, Depend
         raise HTTPException(422, str(exc)) from None
     repo.put_assay(assay)
     response.headers["Location"] = f"/v1/assays/{assay.id}"
-    return assay
+    return _view(assay, include)
 
 
 @model_router.get("", response_model=AssayPage, summary="Assays of the model")
-def list_assays(config: Model, repo: Repo, paging: Paging) -> AssayPage:
+def list_assays(config: Model, repo: Repo, paging: Paging, include: Include = None) -> AssayPage:
     page, page_size = paging
     items = repo.list_assays(config.name)
-    return AssayPage(items=items[(page - 1) * page_size: page * page_size], page=page, page_size=page_size,
-                     total=len(items))
+    return AssayPage(items=[_view(a, include) for a in items[(page - 1) * page_size: page * page_size]], page=page,
+                     page_size=page_size, total=len(items))
 
 
 @model_router.post("/preview", response_model=PreviewOut,
@@ -99,9 +149,10 @@ def _assay(repo: AssayRepository, key: ApiKey, assay_id: str) -> Assay:
     return assay
 
 
-@assay_router.get("/{assay_id}", response_model=Assay, summary="One assay")
-def get_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo) -> Assay:
-    return _assay(repo, key, assay_id)
+@assay_router.get("/{assay_id}", response_model=AssayOut, summary="One assay")
+def get_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo,
+              include: Include = None) -> AssayOut:
+    return _view(_assay(repo, key, assay_id), include)
 
 
 @assay_router.get("/{assay_id}/results", response_model=ResultsOut,
@@ -129,14 +180,16 @@ def _set_active(repo: AssayRepository, key: ApiKey, assay_id: str, active: bool)
     return assay
 
 
-@assay_router.post("/{assay_id}/pause", response_model=Assay, summary="Pause scheduled runs")
-def pause_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo) -> Assay:
-    return _set_active(repo, key, assay_id, False)
+@assay_router.post("/{assay_id}/pause", response_model=AssayOut, summary="Pause scheduled runs")
+def pause_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo,
+                include: Include = None) -> AssayOut:
+    return _view(_set_active(repo, key, assay_id, False), include)
 
 
-@assay_router.post("/{assay_id}/resume", response_model=Assay, summary="Resume scheduled runs")
-def resume_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo) -> Assay:
-    return _set_active(repo, key, assay_id, True)
+@assay_router.post("/{assay_id}/resume", response_model=AssayOut, summary="Resume scheduled runs")
+def resume_assay(assay_id: AssayId, key: Annotated[ApiKey, Depends(require_key)], repo: Repo,
+                 include: Include = None) -> AssayOut:
+    return _view(_set_active(repo, key, assay_id, True), include)
 
 
 router = APIRouter()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from api.deps import existing_model, get_settings
-from api.schemas import Accepted
+from api.schemas import Accepted, Event, FlatEvent
 from stream import ingest
 from stream.config import ModelConfig
 from stream.settings import Settings
@@ -74,9 +75,44 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# The request body as the OpenAPI documents it (the route reads the raw bytes: no pydantic on the hot path).
+OPENAPI_SCHEMAS = {name: model.model_json_schema(ref_template="#/components/schemas/{model}")
+                   for name, model in (("Event", Event), ("FlatEvent", FlatEvent))}
+_ANY_EVENT = {"anyOf": [{"$ref": "#/components/schemas/Event"}, {"$ref": "#/components/schemas/FlatEvent"}]}
+_ARROW = {"type": "string", "format": "binary", "description": (
+    "An Arrow IPC {kind}: one row per event; columns are flattened names (`in.<x>`, `out.<y>`, `gt.<z>`, "
+    "`tag.<t>`; plain names are inputs) and optionally `timestamp` (epoch ms, an Arrow timestamp or ISO-8601 "
+    "text), `event_id`, `model_version`, `elapsed_ns` and `model` (the path's model)")}
+_NESTED_EXAMPLE = [{"timestamp": "2026-11-22T10:00:00Z", "event_id": "e-1", "model_version": "v3",
+                    "inputs": {"sqft": 1820, "city": "Boston"}, "outputs": {"price": 512000.0},
+                    "tags": {"region": "us-east"}, "elapsed_ns": 1500000}]
+_FLAT_EXAMPLE = [{"timestamp": 1795341600000, "sqft": 1820, "in.city": "Boston", "out.price": 512000.0,
+                  "tag.region": "us-east"}]
+REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": f"Events, at most {ingest.MAX_EVENTS} per request; an event the worker could not read (a bad "
+                   "timestamp, an object as a value, a model other than the path's, ...) is answered with 422 "
+                   "naming its index and field, and nothing of the request is written.",
+    "content": {
+        ingest.JSON: {"schema": {"anyOf": [{"type": "array", "items": _ANY_EVENT}, _ANY_EVENT]},
+                      "examples": {"nested": {"summary": "nested events", "value": _NESTED_EXAMPLE},
+                                   "flat": {"summary": "flat records", "value": _FLAT_EXAMPLE}}},
+        f"{ingest.JSON}; format=pandas-records": {
+            "schema": {"type": "array", "items": _ANY_EVENT},
+            "examples": {"records": {"summary": "pandas `to_dict(orient='records')`", "value": _FLAT_EXAMPLE}}},
+        ingest.NDJSON: {"schema": {"type": "string", "description": "one event (`Event` or `FlatEvent`) per line"},
+                        "x-item-schema": _ANY_EVENT,
+                        "examples": {"lines": {"summary": "one event per line", "value": "\n".join(
+                            orjson.dumps(e).decode() for e in [*_NESTED_EXAMPLE, *_FLAT_EXAMPLE])}}},
+        ingest.ARROW_FILE: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="file")}},
+        ingest.ARROW_STREAM: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="stream")}},
+    },
+}
+assert set(REQUEST_BODY["content"]) == set(ingest.ACCEPTED)
+
+
 @router.post("/events", status_code=202, response_model=Accepted, summary="Ingest events",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 ct: {"schema": {}} for ct in ingest.ACCEPTED}}})
+             openapi_extra={"requestBody": REQUEST_BODY})
 async def post_events(request: Request, config: Annotated[ModelConfig, Depends(existing_model)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> Accepted:
     content_type = request.headers.get("content-type")

@@ -1,9 +1,12 @@
 """`/v1/models/{model}/monitor-config`: the WhyLabs monitor document and single analyzer/monitor CRUD.
 
 The document is accepted exactly as WhyLabs writes it (unknown fields kept) and returned as stored.
-Invalid documents answer 422 with `detail` = `[{"path": "analyzers.0.config.threshold", "message",
-"type"}]`. Analyzer and monitor ids are immutable; a monitor must name existing analyzers, and an
-analyzer that a monitor names cannot be deleted (409).
+Invalid documents answer 422 with `detail` = `[{"loc": ["body", "analyzers", "0", "config", "threshold"],
+"path": "body.analyzers.0.config.threshold", "msg", "type"}]`. Every write, whole document or single
+analyzer/monitor, passes the same check (`MonitorDocument.validate_for`): ids are unique, a monitor names
+only analyzers of the document (`analyzerIds`), and the document's `datasetId`, when given, is the
+model of the URL. Analyzer and monitor ids are immutable; an analyzer that a monitor names cannot be
+deleted (409).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from stream.analysis.monitor_config import (
     ID_PATTERN,
     MonitorConfigError,
     MonitorDocument,
+    monitor_reference_errors,
     parse_analyzer,
     parse_document,
     parse_monitor,
@@ -52,7 +56,7 @@ Model = Annotated[ModelConfig, Depends(existing_model)]
 
 
 def _invalid(exc: MonitorConfigError) -> HTTPException:
-    return HTTPException(422, exc.errors)
+    return HTTPException(422, exc.errors)  # api.errors answers them as {loc, path, msg, type} under `body`
 
 
 def _document(repo: MonitoringRepository, model: str) -> MonitorDocument | None:
@@ -71,7 +75,7 @@ def _require_document(repo: MonitoringRepository, model: str) -> MonitorDocument
 
 def _save(repo: MonitoringRepository, model: str, doc: MonitorDocument) -> dict[str, Any]:
     try:
-        doc.check_references()
+        doc.validate_for(model)
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
     return repo.put_monitor_document(model, doc)
@@ -96,17 +100,17 @@ def get_monitor_config(config: Model, repo: Repo) -> dict[str, Any]:
     return body
 
 
-@router.put("", summary="Replace the whole WhyLabs monitor document (validated fully before it is stored)")
+@router.put("", summary="Replace the whole WhyLabs monitor document (validated fully before it is stored)",
+            description="422 naming the path of every problem: invalid fields, duplicate analyzer or monitor ids, "
+                        "a monitor whose `analyzerIds` names an analyzer the document does not contain (the same "
+                        "check as `PUT /monitors/{id}`), and a `datasetId` other than the model in the URL "
+                        "(`datasetId` may be left out; it is then the URL's model).")
 def put_monitor_config(config: Model, repo: Repo, body: Document) -> dict[str, Any]:
-    # Documents are accepted as WhyLabs writes them, including monitors naming analyzers that are not
-    # in the document (WhyLabs exports excerpts like that): such monitors stay inert until the
-    # analyzer exists. Single analyzer/monitor edits below do check references.
     try:
         doc = parse_document(body)
-        doc.check_references(allow_unknown_analyzers=True)
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
-    return repo.put_monitor_document(config.name, doc)
+    return _save(repo, config.name, doc)
 
 
 @router.delete("", status_code=204, summary="Remove the model's monitor document")
@@ -170,10 +174,8 @@ def put_monitor(config: Model, repo: Repo, monitor_id: ItemId, body: Item) -> di
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
     doc = _document(repo, config.name) or MonitorDocument()
-    known = {a.id for a in doc.analyzers}
-    missing = [{"path": f"analyzerIds.{i}", "type": "reference", "message": f"unknown analyzer id {aid!r}"}
-               for i, aid in enumerate(monitor.analyzerIds) if aid not in known]
-    if missing:
+    missing = monitor_reference_errors(monitor, (a.id for a in doc.analyzers))
+    if missing:  # paths relative to the monitor sent; _save checks the whole document the same way
         raise HTTPException(422, missing)
     _save(repo, config.name, doc.with_monitor(monitor))
     return monitor.to_json()

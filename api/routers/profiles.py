@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from api.deps import existing_model, get_store
 from api.params import column_list, iso, segment_filter, time_range
-from api.schemas import ColumnDrift, DriftOut, ProfilesOut, RangeOut, WindowOut
-from sketches import ColumnProfile, DatasetProfile
-from sketches.drift import column_distance
+from api.schemas import ProfilesOut, RangeOut, WindowOut
+from sketches import DatasetProfile
+from sketches.drift import column_drift
 from stream import queries
 from stream.config import GRANULARITY_MS, Granularity, ModelConfig
 from stream.references import ReferenceStore
@@ -21,6 +22,22 @@ router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
 DEFAULT_SPAN_MS = 7 * 86_400_000
 Algorithm = Literal["hellinger", "psi", "kl_divergence", "jensenshannon"]
 TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or epoch milliseconds")
+
+
+class ColumnDrift(BaseModel):
+    distance: float | None = Field(description="null when the column has no values on one side (see `missing`)")
+    discrete: bool
+    missing: Literal["baseline", "target"] | None = Field(
+        default=None, description="the side without values of the column (absent there, or only nulls)")
+
+
+class DriftOut(BaseModel):
+    model: str
+    algorithm: str
+    segment: str
+    baseline: RangeOut
+    target: RangeOut
+    columns: dict[str, ColumnDrift]
 
 
 @router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
@@ -60,7 +77,9 @@ def _merged(store: Store, model: str, gran: str, start_ms: int, end_ms: int, seg
     return merged[segment][1] if segment in merged else DatasetProfile()
 
 
-@router.get("/drift", response_model=DriftOut, summary="Per-column drift of a target range against a baseline")
+@router.get("/drift", response_model=DriftOut, summary="Per-column drift of a target range against a baseline",
+            description="A column with values on one side only has `distance` null and `missing` naming the side "
+                        "without them (`baseline` or `target`), instead of a maximal distance.")
 def drift(
     config: Annotated[ModelConfig, Depends(existing_model)],
     store: Annotated[Store, Depends(get_store)],
@@ -97,9 +116,8 @@ def drift(
         b, t = baseline.columns.get(name), target.columns.get(name)
         if b is None and t is None:
             continue
-        b, t = b or ColumnProfile(), t or ColumnProfile()
-        ref = b if b.inferred_type != "null" else t
-        out[name] = ColumnDrift(distance=column_distance(algorithm, b, t), discrete=ref.is_discrete)
+        d = column_drift(algorithm, b, t)
+        out[name] = ColumnDrift(distance=d.distance, discrete=d.discrete, missing=d.missing)
     return DriftOut(model=config.name, algorithm=algorithm, segment=segment,
                     baseline=baseline_out,
                     target=RangeOut(start=iso(t_start), end=iso(t_end), row_count=target.row_count),

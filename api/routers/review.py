@@ -105,9 +105,15 @@ def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annota
                  source={"topic": topic, "partition": partition, "offset": offset}, windows=windows)
 
 
-@router.post("/events/{event_id}/flag", response_model=Flag, summary="Flag an event for review")
+@router.post("/events/{event_id}/flag", response_model=Flag, summary="Flag an event for review",
+             description="404 when the event id is not known for the model. Profiles are aggregates, so the "
+                         "store knows the ids of the events that failed a validation (the anomaly log) and of "
+                         "events flagged before; only those can be flagged.")
 def flag(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
          event_id: EventId, body: FlagBody | None = None) -> Flag:
+    if not queries.event_known(store, config.name, event_id):
+        raise HTTPException(404, f"unknown event {event_id[:100]!r} of model {config.name!r}: only events in the "
+                                 "anomaly log (or flagged before) can be flagged")
     now = iso(int(datetime.now(UTC).timestamp() * 1000))
     reason = body.reason if body else ""
     queries.put_flag(store, config.name, event_id, {"reason": reason, "flagged_at": now})

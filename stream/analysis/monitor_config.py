@@ -71,6 +71,7 @@ __all__ = [
     "TimeRangeBaseline",
     "TrailingWindowBaseline",
     "format_validation_error",
+    "monitor_reference_errors",
     "parse_analyzer",
     "parse_document",
     "parse_duration",
@@ -661,9 +662,8 @@ class MonitorDocument(_Model):
             if m.id in seen_m:
                 out.append({"path": f"monitors.{i}.id", "message": f"duplicate monitor id {m.id!r}"})
             seen_m.add(m.id)
-            for j, aid in enumerate(m.analyzerIds):
-                if aid not in seen:
-                    out.append({"path": f"monitors.{i}.analyzerIds.{j}", "message": f"unknown analyzer id {aid!r}"})
+            out.extend({"path": e["path"], "message": e["message"]}
+                       for e in monitor_reference_errors(m, seen, f"monitors.{i}."))
         return out
 
     def check_references(self, allow_unknown_analyzers: bool = False) -> None:
@@ -674,9 +674,33 @@ class MonitorDocument(_Model):
         if errors:
             raise MonitorConfigError([{**e, "type": "reference"} for e in errors])
 
+    def validation_errors(self, model: str | None = None) -> list[dict[str, str]]:
+        """What makes the document unfit to store for ``model``: duplicate ids, monitors naming analyzers
+        the document lacks, and a ``datasetId`` other than ``model``. The one check of every write,
+        whole-document or single analyzer/monitor."""
+        errors = [{**e, "type": "reference"} for e in self.reference_errors()]
+        if model is not None and self.datasetId is not None and self.datasetId != model:
+            errors.insert(0, {"path": "datasetId", "type": "dataset_mismatch",
+                              "message": f"datasetId {self.datasetId[:128]!r} differs from the model {model!r} "
+                                         f"it is stored for: omit it or set it to {model!r}"})
+        return errors
+
+    def validate_for(self, model: str | None = None) -> None:
+        """Raise :class:`MonitorConfigError` listing :meth:`validation_errors`, if any."""
+        errors = self.validation_errors(model)
+        if errors:
+            raise MonitorConfigError(errors)
+
     def monitors_for(self, analyzer_id: str) -> list[Monitor]:
         """Enabled monitors that listen to ``analyzer_id``."""
         return [m for m in self.monitors if not m.disabled and analyzer_id in m.analyzerIds]
+
+
+def monitor_reference_errors(monitor: Monitor, analyzer_ids: Iterable[str], prefix: str = "") -> list[dict[str, str]]:
+    """``analyzerIds`` of ``monitor`` that are not among ``analyzer_ids`` (path under ``prefix``)."""
+    known = set(analyzer_ids)
+    return [{"path": f"{prefix}analyzerIds.{j}", "type": "reference", "message": f"unknown analyzer id {aid!r}"}
+            for j, aid in enumerate(monitor.analyzerIds) if aid not in known]
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import polars as pl
 import pytest
 from conftest import T0, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.integration
 METRIC = {"name": "avg x in Boston", "query": {
     "select": [{"function": "avg", "alias": "avg_x", "parameters": {"property": "in.x"}}],
     "filter": [{"property": "in.city", "comparator": "eq", "value": "Boston"},
-               {"property": "in.age", "comparator": "in", "value": [1, 2, 3]}]}}
+               {"property": "x", "comparator": "in", "value": [1, 2, 3]}]}}
 
 
 def _metric(app_client: TestClient, admin: dict[str, str], body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def test_metrics_crud_and_defaults(app_client: TestClient, admin: dict[str, str]
     assert r.status_code == 409 and "default metric" in r.json()["detail"]
 
     created = _metric(app_client, admin)
+    assert created.pop("warnings") == []  # every column checked against the stored profiles
     assert created["default"] is False and created["name"] == METRIC["name"]
     assert created["query"]["filter"] == METRIC["query"]["filter"]
     assert app_client.get(f"{url}/{created['id']}", headers=admin).json() == created
@@ -54,7 +57,7 @@ def test_metrics_crud_and_defaults(app_client: TestClient, admin: dict[str, str]
     page = app_client.get(url, params={"page": 3, "page_size": 4}, headers=admin).json()
     assert [m["id"] for m in page["data"]] == [created["id"]] and page["total_pages"] == 3
     replaced = app_client.put(f"{url}/{created['id']}", json={**METRIC, "name": "renamed"}, headers=admin)
-    assert replaced.status_code == 200 and replaced.json()["name"] == "renamed"
+    assert replaced.status_code == 200 and replaced.json()["name"] == "renamed" and replaced.json()["warnings"] == []
     assert app_client.delete(f"{url}/{created['id']}", headers=admin).status_code == 204
     r = app_client.get(f"{url}/{created['id']}", headers=admin)
     assert r.status_code == 404 and r.json()["detail"] == f"model 'm' has no metric '{created['id']}'"
@@ -98,6 +101,54 @@ def test_drift_metric_needs_known_reference(app_client: TestClient, admin: dict[
                           headers={**admin, "content-type": "text/csv"}).json()["id"]
     body["query"]["select"][0]["parameters"]["reference"] = ref  # type: ignore[index]
     assert app_client.post("/v1/models/m/metrics", json=body, headers=admin).status_code == 201
+
+
+def test_metric_on_unknown_column(app_client: TestClient, admin: dict[str, str], make_model: Any,
+                                  store: Store) -> None:
+    make_model("m")
+    url = "/v1/models/m/metrics"
+    body: dict[str, Any] = {"name": "avg nope", "query": {
+        "select": [{"function": "avg", "parameters": {"property": "in.nope"}}],
+        "filter": [{"property": "cty", "comparator": "eq", "value": "Boston"}]}}
+    # no stored data yet: the columns cannot be checked, the metric is accepted with a warning per column
+    r = app_client.post(url, json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["warnings"] == [
+        "query.select.0.parameters.property: column 'in.nope' cannot be checked: model 'm' has no stored data yet",
+        "query.filter.0.property: column 'cty' cannot be checked: model 'm' has no stored data yet"]
+    unchecked = r.json()["id"]
+    insert_profiles(store, [profile_row("m", T0, frame(50))])  # in.x, in.city, out.p
+    r = app_client.post(url, json=body, headers=admin)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert [d["path"] for d in detail] == ["body.query.select.0.parameters.property", "body.query.filter.0.property"]
+    assert detail[0]["loc"] == ["body", "query", "select", "0", "parameters", "property"]
+    assert detail[0]["type"] == "unknown_column"
+    assert detail[0]["msg"] == "unknown column 'in.nope': model 'm' has no such column (known: in.city, in.x, out.p)"
+    assert detail[1]["msg"].startswith("unknown column 'cty'")
+    # replacing is checked the same way
+    r = app_client.put(f"{url}/{unchecked}", json=body, headers=admin)
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"].startswith("unknown column 'in.nope'")
+    # names resolve as metrics resolve them: `x` is `in.x`, `p` is `out.p`
+    ok = {"name": "ok", "query": {"select": [{"function": "avg", "parameters": {"property": "x"}},
+                                             {"function": "max", "parameters": {"property": "out.p"}}],
+                                  "filter": [{"property": "city", "comparator": "eq", "value": "Boston"}]}}
+    r = app_client.post(url, json=ok, headers=admin)
+    assert r.status_code == 201 and r.json()["warnings"] == []
+    # performance metrics name the ground truth: `out.p` / `p` match `gt.p` once profiles hold it
+    perf = {"name": "rmse", "query": {"select": [{"function": "rmse",
+                                                  "parameters": {"ground_truth_property": "label"}}]}}
+    assert app_client.post(url, json=perf, headers=admin).status_code == 422
+    labelled = frame(20).with_columns(pl.col("out.p").alias("gt.label"))
+    insert_profiles(store, [profile_row("m", T0 + timedelta(hours=1), labelled)])
+    assert app_client.post(url, json=perf, headers=admin).status_code == 201
+    perf["query"]["select"][0]["parameters"] = {"ground_truth_property": "out.label"}  # type: ignore[index]
+    assert app_client.post(url, json=perf, headers=admin).status_code == 201  # only gt.label is stored
+    mean = {"name": "avg", "query": {"select": [{"function": "avg", "parameters": {"property": "out.label"}}]}}
+    assert app_client.post(url, json=mean, headers=admin).status_code == 422  # not a performance function
+    # a count of rows names no column
+    rows = {"name": "rows", "query": {"select": [{"function": "count"}]}}
+    assert app_client.post(url, json=rows, headers=admin).json()["warnings"] == []
 
 
 def test_alert_rules_crud(app_client: TestClient, admin: dict[str, str], make_model: Any) -> None:

@@ -116,6 +116,42 @@ def test_create_results_pause_resume(app_client: TestClient, admin: dict[str, st
     assert _stored_results(store) == 4
 
 
+def test_baseline_values_only_on_request(app_client: TestClient, admin: dict[str, str], make_model: Any,
+                                        store: Store) -> None:
+    make_model("m")
+    _history(store, range(3))
+    values = np.random.default_rng(3).normal(0.0, 1.0, 5000).round(4).tolist()
+    r = app_client.post(URL, json={**ASSAY, "baseline": {"values": values}}, headers=admin)
+    assert r.status_code == 201, r.text
+    assay = r.json()
+    assert assay["baseline"] == {"start": None, "end": None, "values_count": 5000, "values": None}
+    binned = assay["binned_baseline"]  # the summary: bin edges, proportions, count and stats
+    assert len(binned["inner_edges"]) == 6 and len(binned["proportions"]) == 7
+    assert binned["stats"]["count"] == 5000 and binned["stats"]["min"] == min(values)
+    assert binned["stats"]["mean"] == pytest.approx(float(np.mean(values)))
+    assert len(r.content) < 5000  # not the 5000 values
+    aid = assay["id"]
+    assert app_client.get(f"/v1/assays/{aid}", headers=admin).json() == assay
+    assert app_client.get(URL, headers=admin).json()["items"] == [assay]
+    paused = app_client.post(f"/v1/assays/{aid}/pause", headers=admin).json()
+    assert paused == {**assay, "active": False}
+    assert app_client.post(f"/v1/assays/{aid}/resume", headers=admin).json() == assay
+    full = app_client.get(f"/v1/assays/{aid}", params={"include": "baseline_values"}, headers=admin).json()
+    assert full["baseline"] == {"start": None, "end": None, "values_count": 5000, "values": values}
+    assert full == {**assay, "baseline": full["baseline"]}
+    listed = app_client.get(URL, params={"include": "baseline_values"}, headers=admin).json()["items"]
+    assert listed[0]["baseline"]["values"] == values
+    created = app_client.post(URL, params={"include": "baseline_values"},
+                              json={**ASSAY, "baseline": {"values": [1.0, 2.0, 3.0]}}, headers=admin).json()
+    assert created["baseline"]["values"] == [1.0, 2.0, 3.0]
+    r = app_client.get(f"/v1/assays/{aid}", params={"include": "everything"}, headers=admin)
+    assert r.status_code == 422 and r.json()["detail"][0]["path"] == "query.include"
+    # a time-range baseline has no values: its range is shown as given
+    ranged = app_client.post(URL, json=ASSAY, headers=admin).json()
+    assert ranged["baseline"] == {"start": ASSAY["baseline"]["start"], "end": ASSAY["baseline"]["end"],  # type: ignore[index]
+                                  "values_count": None, "values": None}
+
+
 INVALID = [
     ({"iopath": "x"}, "body.iopath", "iopath 'x': use a column 'in.x' / 'out.y' or Wallaroo's"),
     ({"iopath": "hidden x"}, "body.iopath", "iopath 'hidden x'"),

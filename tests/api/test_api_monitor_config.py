@@ -35,11 +35,20 @@ def test_every_seed_document_round_trips(app_client: TestClient, admin: dict[str
     assert len(DOCUMENTS) >= 5
     for example in DOCUMENTS:
         doc = example["json"]
-        r = app_client.put(URL, json=doc, headers=admin)
-        # (seed line 1603's monitor names an analyzer the excerpt does not contain: accepted as written)
+        model = doc.get("datasetId") or "m"  # a document is stored under the model its datasetId names
+        if model != "m":
+            make_model(model)
+        url = f"/v1/models/{model}/monitor-config"
+        r = app_client.put(url, json=doc, headers=admin)
+        if example["seed_line"] == 1603:  # its monitor names an analyzer the excerpt does not contain
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"] == [{
+                "loc": ["body", "monitors", "0", "analyzerIds", "0"], "path": "body.monitors.0.analyzerIds.0",
+                "type": "reference", "msg": "unknown analyzer id 'outstanding-seagreen-okapi-2337-analyzer'"}]
+            continue
         assert r.status_code == 200, (example["seed_line"], r.text)
         assert r.json() == doc
-        got = app_client.get(URL, headers=admin)
+        got = app_client.get(url, headers=admin)
         assert got.status_code == 200
         assert got.json() == doc, example["seed_line"]
         assert json.dumps(got.json(), sort_keys=True) == json.dumps(doc, sort_keys=True)
@@ -74,6 +83,10 @@ def test_document_unknown_fields_kept(app_client: TestClient, admin: dict[str, s
     (lambda d: d["monitors"][0]["mode"].__setitem__("type", "SOMETIMES"), "monitors.0.mode", "EVERY_ANOMALY"),
     (lambda d: d["analyzers"].append(copy.deepcopy(d["analyzers"][0])), "analyzers.1.id", "duplicate"),
     (lambda d: d.__setitem__("granularity", "yearly"), "granularity", ""),
+    (lambda d: d["monitors"][0].__setitem__("analyzerIds", ["drift-analyzer", "nope"]), "monitors.0.analyzerIds.1",
+     "unknown analyzer id 'nope'"),
+    (lambda d: d.__setitem__("datasetId", "model-0"), "datasetId",
+     "datasetId 'model-0' differs from the model 'm' it is stored for"),
 ])
 def test_invalid_document_names_path(app_client: TestClient, admin: dict[str, str], make_model: Any,
                                      mutate: Any, path: str, message: str) -> None:
@@ -83,7 +96,8 @@ def test_invalid_document_names_path(app_client: TestClient, admin: dict[str, st
     r = app_client.put(URL, json=doc, headers=admin)
     assert r.status_code == 422, r.text
     errors = r.json()["detail"]
-    assert any(e["path"] == path and message in e["message"] for e in errors), errors
+    assert any(e["path"] == f"body.{path}" and e["loc"] == ["body", *path.split(".")] and message in e["msg"]
+               for e in errors), errors
     assert app_client.get(URL, headers=admin).status_code == 404  # nothing stored
 
 
@@ -110,8 +124,8 @@ def test_analyzer_and_monitor_crud(app_client: TestClient, admin: dict[str, str]
     r = app_client.put(f"{URL}/monitors/mon", json={**MONITOR, "id": "mon", "analyzerIds": ["missing"]},
                        headers=admin)
     assert r.status_code == 422
-    assert r.json()["detail"] == [{"path": "analyzerIds.0", "type": "reference",
-                                   "message": "unknown analyzer id 'missing'"}]
+    assert r.json()["detail"] == [{"loc": ["body", "analyzerIds", "0"], "path": "body.analyzerIds.0",
+                                   "type": "reference", "msg": "unknown analyzer id 'missing'"}]
     r = app_client.put(f"{URL}/monitors/drift-monitor", json=MONITOR, headers=admin)
     assert r.status_code == 200 and r.json() == MONITOR
     assert app_client.get(f"{URL}/monitors/drift-monitor", headers=admin).json() == MONITOR
@@ -142,7 +156,37 @@ def test_ids_are_immutable(app_client: TestClient, admin: dict[str, str], make_m
         r = app_client.put(f"{URL}/{kind}/other-id", json=item, headers=admin)
         assert r.status_code == 422, r.text
         detail = r.json()["detail"][0]
-        assert detail["path"] == "id" and "immutable" in detail["message"] and "other-id" in detail["message"]
+        assert detail["path"] == "body.id" and "immutable" in detail["msg"] and "other-id" in detail["msg"]
+
+
+def test_unknown_analyzer_ids_rejected_by_both_puts(app_client: TestClient, admin: dict[str, str],
+                                                    make_model: Any) -> None:
+    make_model("m")
+    expected = {"type": "reference", "msg": "unknown analyzer id 'nope'"}
+    bad_monitor = {**MONITOR, "analyzerIds": ["nope"]}
+    r = app_client.put(URL, json={**DOC, "monitors": [bad_monitor]}, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{"loc": ["body", "monitors", "0", "analyzerIds", "0"],
+                                   "path": "body.monitors.0.analyzerIds.0", **expected}]
+    assert app_client.get(URL, headers=admin).status_code == 404
+    assert app_client.put(URL, json=DOC, headers=admin).status_code == 200
+    r = app_client.put(f"{URL}/monitors/drift-monitor", json=bad_monitor, headers=admin)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"loc": ["body", "analyzerIds", "0"], "path": "body.analyzerIds.0", **expected}]
+    assert app_client.get(URL, headers=admin).json() == DOC  # unchanged
+
+
+def test_dataset_id_must_be_the_urls_model(app_client: TestClient, admin: dict[str, str], make_model: Any) -> None:
+    make_model("m")
+    r = app_client.put(URL, json={**DOC, "datasetId": "other"}, headers=admin)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"loc": ["body", "datasetId"], "path": "body.datasetId", "type": "dataset_mismatch",
+                                   "msg": "datasetId 'other' differs from the model 'm' it is stored for: omit it "
+                                          "or set it to 'm'"}]
+    assert app_client.get(URL, headers=admin).status_code == 404
+    without = {k: v for k, v in DOC.items() if k != "datasetId"}
+    assert app_client.put(URL, json=without, headers=admin).json() == without
+    assert app_client.put(URL, json=DOC, headers=admin).json() == DOC
 
 
 def test_invalid_analyzer_names_path(app_client: TestClient, admin: dict[str, str], make_model: Any) -> None:
@@ -150,7 +194,7 @@ def test_invalid_analyzer_names_path(app_client: TestClient, admin: dict[str, st
     bad = {**ANALYZER, "config": {**ANALYZER["config"], "threshold": "x"}}
     r = app_client.put(f"{URL}/analyzers/drift-analyzer", json=bad, headers=admin)
     assert r.status_code == 422
-    assert r.json()["detail"][0]["path"] == "config.threshold"
+    assert r.json()["detail"][0]["path"] == "body.config.threshold"
     r = app_client.put(f"{URL}/analyzers/bad%20id", json=ANALYZER, headers=admin)
     assert r.status_code == 422
 

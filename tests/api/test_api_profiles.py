@@ -114,3 +114,26 @@ def test_profile_rows_are_readable_by_the_sketches(store: Store, loaded: Any) ->
     blob = store.query_arrow(f"SELECT profile FROM {store.table('profiles')} LIMIT 1").column(0)
     import pyarrow as pa
     assert DatasetProfile.from_bytes(blob.cast(pa.binary())[0].as_py()).row_count > 0
+
+
+def test_drift_of_a_column_on_one_side_is_missing(app_client: TestClient, admin: dict[str, str], make_model: Any,
+                                                  store: Store) -> None:
+    make_model("m")
+    base = frame(200, seed=1).with_columns(pl.lit(1.5).alias("in.old"), pl.lit(None, pl.Float64).alias("in.gone"))
+    target = frame(200, seed=2).with_columns(pl.lit("a").alias("in.new"), pl.lit(2.0).alias("in.gone"))
+    insert_profiles(store, [profile_row("m", T0, base), profile_row("m", T0 + timedelta(hours=1), target)])
+    params = {"baseline_start": "2026-11-01T00:00:00Z", "baseline_end": "2026-11-01T01:00:00Z",
+              "target_start": "2026-11-01T01:00:00Z", "target_end": "2026-11-01T02:00:00Z"}
+    r = app_client.get("/v1/models/m/drift", params=params, headers=admin)
+    assert r.status_code == 200, r.text
+    columns = r.json()["columns"]
+    assert columns["in.old"] == {"distance": None, "discrete": False, "missing": "target"}
+    assert columns["in.new"] == {"distance": None, "discrete": True, "missing": "baseline"}
+    # present on both sides but only nulls in the baseline: no distance either
+    assert columns["in.gone"] == {"distance": None, "discrete": False, "missing": "baseline"}
+    assert columns["in.x"]["missing"] is None and 0 <= columns["in.x"]["distance"] < 0.3
+    assert columns["in.city"]["missing"] is None and columns["in.city"]["discrete"] is True
+    for algorithm in ("psi", "kl_divergence", "jensenshannon"):
+        got = app_client.get("/v1/models/m/drift", params={**params, "algorithm": algorithm, "columns": "in.old,in.x"},
+                             headers=admin).json()["columns"]
+        assert got["in.old"]["distance"] is None and got["in.x"]["distance"] is not None

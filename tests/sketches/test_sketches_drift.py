@@ -11,7 +11,16 @@ from scipy.spatial.distance import jensenshannon as scipy_js
 from scipy.stats import entropy
 
 from sketches import ColumnProfile
-from sketches.drift import column_distance, hellinger, jensen_shannon, kl_divergence, ks_test, psi
+from sketches.drift import (
+    ColumnDrift,
+    column_distance,
+    column_drift,
+    hellinger,
+    jensen_shannon,
+    kl_divergence,
+    ks_test,
+    psi,
+)
 
 P = [0.1, 0.2, 0.3, 0.4]
 Q = [0.25, 0.25, 0.25, 0.25]
@@ -107,3 +116,25 @@ def test_ks_test() -> None:
     assert not same.reject and same.statistic < 0.05
     assert diff.reject and diff.statistic == pytest.approx(0.38, abs=0.05)
     assert ks_test(a, ColumnProfile()).statistic == 1.0
+
+
+def test_column_drift_reports_a_missing_side() -> None:
+    """The API's form: one side without values is `missing`, not distance 1.0 (column_distance keeps 1.0,
+    WhyLabs' convention for analyzers)."""
+    full = _num(np.array([1.0, 2.0, 3.0]))
+    nulls = ColumnProfile()
+    nulls.track(pl.Series([None, None], dtype=pl.Float64))
+    words = ColumnProfile()
+    words.track(pl.Series(["a", "b"]))
+    assert column_drift("hellinger", full, None) == ColumnDrift(None, False, "target")
+    assert column_drift("psi", None, full) == ColumnDrift(None, False, "baseline")
+    assert column_drift("hellinger", nulls, full) == ColumnDrift(None, False, "baseline")
+    assert column_drift("hellinger", full, nulls) == ColumnDrift(None, False, "target")
+    assert column_drift("hellinger", words, None) == ColumnDrift(None, True, "target")
+    assert column_drift("hellinger", None, words) == ColumnDrift(None, True, "baseline")
+    assert column_drift("hellinger", nulls, nulls) == ColumnDrift(0.0, False)
+    shifted = _num(np.array([2.0, 3.0, 4.0]))
+    assert column_drift("hellinger", full, shifted) == ColumnDrift(column_distance("hellinger", full, shifted), False)
+    assert column_drift("hellinger", words, words) == ColumnDrift(0.0, True)
+    with pytest.raises(ValueError, match="unknown drift algorithm"):
+        column_drift("nope", full, None)
