@@ -1,4 +1,5 @@
 # Two entry points for a newcomer: `make run` (local all-in-one with demo data) and `make test`.
+# `make run PORT=8001` serves the API on another port (default: $DRIFTLINE_API_PORT, else 8000).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/driftline run --demo
+	$(BIN)/driftline run --demo$(if $(PORT), --port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/ruff check sketches stream api tests bench

@@ -16,6 +16,7 @@ from stream.store import Store
 
 _SCOPE = re.compile(r"^(admin|model:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
 PREFIX = "dl_"
+_TOKEN = re.compile(rf"{PREFIX}([0-9a-f]{{12}})_[A-Za-z0-9_-]{{20,100}}")
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,28 @@ def create_key(store: Store, scope: str) -> str:
     return token
 
 
+def key_id_of(token: str) -> str | None:
+    """The key id a well-formed token names (its public part), else None.
+
+    >>> key_id_of("dl_0123456789ab_" + "x" * 43), key_id_of("nope")
+    ('0123456789ab', None)
+    """
+    match = _TOKEN.fullmatch(token)
+    return match.group(1) if match else None
+
+
+def revoke_key(store: Store, key_id: str) -> None:
+    """Revoke a key: its token no longer verifies (the newest row of a key id wins)."""
+    rows = store.query_rows(f"SELECT scope FROM {store.table('api_keys')} FINAL WHERE key_id = {{k:String}}",
+                            {"k": key_id})
+    if rows:
+        store.insert("api_keys", [[key_id, "", rows[0][0], datetime.now(UTC), 1]],
+                     ["key_id", "key_hash", "scope", "created_at", "revoked"])
+
+
 def verify_key(store: Store, token: str) -> ApiKey | None:
     """The key a bearer token names, or None when unknown, malformed or revoked."""
-    match = re.fullmatch(rf"{PREFIX}([0-9a-f]{{12}})_[A-Za-z0-9_-]{{20,100}}", token)
+    match = _TOKEN.fullmatch(token)
     if not match:
         return None
     rows = store.query_rows(

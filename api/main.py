@@ -25,6 +25,7 @@ from api.routers import (
     dead_letters,
     events,
     health,
+    keys,
     models,
     monitor_config,
     profiles,
@@ -135,7 +136,7 @@ def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_M
     app.include_router(health.router)
     for module in (models, validations, profiles, events, anomalies, review):
         app.include_router(module.router)
-    for module in (monitor_config, alert_rules, reference_profiles, assays, analysis, dead_letters):
+    for module in (monitor_config, alert_rules, reference_profiles, assays, analysis, dead_letters, keys):
         app.include_router(module.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

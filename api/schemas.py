@@ -60,6 +60,25 @@ class WindowOut(BaseModel):
     columns: dict[str, dict[str, Any]]
 
 
+class PerformanceWindowOut(BaseModel):
+    window_start: str
+    segment: str
+    row_count: int
+    performance: dict[str, dict[str, Any]] = Field(
+        description="per ground-truth column `gt.X` (paired with the output `out.X`): classification (accuracy, "
+                    "precision, recall, f1, fpr, tpr, tnr, fnr, confusion counts…) or regression (mae, mse, rmse, "
+                    "r2) metrics")
+
+
+class PerformanceOut(BaseModel):
+    model: str
+    granularity: str
+    start: str
+    end: str
+    rollup: bool
+    windows: list[PerformanceWindowOut]
+
+
 class ProfilesOut(BaseModel):
     model: str
     granularity: str

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlparse
 
+import httpx
 import typer
 
 from stream.cli_data import produce, profile
-from stream.services import LocalBroker, LocalClickHouse, ServiceError, port_open
+from stream.demo import DEFAULT_STABLE_MINUTES
+from stream.services import (
+    LocalBroker,
+    LocalClickHouse,
+    RunInfo,
+    ServiceError,
+    embedded_store_holder,
+    next_free_port,
+    port_open,
+    read_run_info,
+    remove_run_info,
+    write_run_info,
+)
 from stream.settings import STALLED_EXIT_CODE, Settings
+
+if TYPE_CHECKING:
+    from stream.store import Store
 
 app = typer.Typer(help="Driftline: streaming data plane for ML model monitoring.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -82,17 +101,73 @@ def services_status(kafka_port: Annotated[int | None, typer.Option()] = None) ->
     typer.echo(f"clickhouse  {'running at ' + clickhouse.url if clickhouse.running() else 'stopped'}")
 
 
+def _redacted(url: str) -> str:
+    """A store URL without its password."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
+
+
+def _key_through_api(info: RunInfo, scope: str) -> tuple[str | None, str]:
+    """A new key from the API of a running `driftline run` (with the admin key it wrote to run.json);
+    (None, why not) when it does not answer or refuses."""
+    try:
+        r = httpx.post(f"{info.api_url}/v1/keys", json={"scope": scope},
+                       headers={"Authorization": f"Bearer {info.key}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
+    if r.status_code == 201 and isinstance(body, dict) and isinstance(body.get("key"), str):
+        return body["key"], ""
+    detail = body.get("detail", r.text) if isinstance(body, dict) else r.text
+    return None, f"HTTP {r.status_code}: {str(detail)[:200]}"
+
+
 @keys_app.command("create")
 def keys_create(scope: Annotated[str, typer.Option(help="admin or model:NAME")] = "admin") -> None:
-    """Create an API key and print it (it is stored hashed and cannot be shown again)."""
-    from api.keys import create_key
+    """Create an API key and print it (it is stored hashed and cannot be shown again).
+
+    While `driftline run` holds the embedded store, the key is created through its API."""
+    from api.keys import create_key, validate_scope
     from stream.store import shared_store
 
     try:
-        typer.echo(create_key(shared_store(Settings.from_env().clickhouse_url), scope))
+        validate_scope(scope)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    settings = Settings.from_env()
+    info = read_run_info(settings.data_dir)
+    running = info is not None and info.clickhouse_url == settings.clickhouse_url and info.alive()
+    why_not = ""
+    if info is not None and running:
+        token, why_not = _key_through_api(info, scope)
+        if token is not None:
+            typer.echo(token)
+            return
+    parsed = urlparse(settings.clickhouse_url)
+    if parsed.scheme == "chdb":
+        path = Path(parsed.path)
+        holder = embedded_store_holder(path)
+        if holder is not None:
+            hint = (f"its API at {info.api_url} did not create the key ({why_not})"
+                    if info is not None and running else
+                    f"stop it{f' (pid {holder})' if holder else ''}, or create the key while `driftline run` "
+                    "serves its API (keys are then created through it)")
+            typer.echo(f"error: the embedded store at {path} is in use by another process (driftline run?); {hint}",
+                       err=True)
+            raise typer.Exit(1)
+    try:
+        token = create_key(shared_store(settings.clickhouse_url), scope)
+    except Exception as exc:  # one line, never a traceback: the store's errors are long
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        typer.echo(f"error: cannot open the store at {_redacted(settings.clickhouse_url)}: {first}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(token)
 
 
 def _start_worker(settings: Settings, loglevel: str) -> None:
@@ -109,6 +184,10 @@ def _start_worker(settings: Settings, loglevel: str) -> None:
     asyncio.run(evict_previous_member(settings.bootstrap_servers, settings.data_dir, faust_app.conf.id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(faust_app, loglevel=loglevel)
+    if not sys.stdout.isatty():
+        # Faust's start-up spinner writes cursor escape codes even into a file; log lines are only
+        # coloured on a terminal (colorlog; NO_COLOR turns that off too).
+        worker.spinner = None
     worker.execute_from_commandline()
 
 
@@ -127,15 +206,20 @@ def worker(
 def _serve_api(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    from api.errors import MAX_REQUEST_HEAD_BYTES
     from api.main import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    # h11 drops a request whose head (request line + headers) exceeds its buffer with a plain 400 and a
+    # closed socket (the client, still sending, sees a reset); with room above the API's URI limit the
+    # request reaches the app, which answers 414 as JSON and keeps the connection.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
 
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(envvar="DRIFTLINE_API_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DRIFTLINE_API_PORT")] = 8000,
 ) -> None:
     """Run the HTTP API against the configured broker and store."""
     _serve_api(Settings.from_env(), host, port)
@@ -144,7 +228,8 @@ def api(
 @app.command()
 def demo(
     rate: Annotated[int, typer.Option(help="events per second")] = 50,
-    stable_minutes: Annotated[float, typer.Option(help="minutes of baseline data before drift starts")] = 3.0,
+    stable_minutes: Annotated[float, typer.Option(
+        help="minutes of baseline data before drift starts")] = DEFAULT_STABLE_MINUTES,
 ) -> None:
     """Publish synthetic house-price events (with injected drift) to the events topic."""
     from stream.demo import produce_demo, register_demo_model
@@ -178,48 +263,105 @@ def supervise(argv: list[str]) -> int:
         typer.echo(f"driftline: the worker stalled; restarting (restart {restarts})", err=True)
 
 
+def _check_port(host: str, port: int) -> None:
+    if port_open(host, port):
+        free = next_free_port(host, port)
+        typer.echo(f"error: port {port} on {host} is already taken; use make run PORT={free} or "
+                   f"driftline run --port {free}", err=True)
+        raise typer.Exit(1)
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+
+
+def _publish_run_info(settings: Settings, store: Store, api_url: str) -> str:
+    """Write run.json with a new admin key for `driftline keys create`; revoke the key of a previous
+    run.json of this store (a run that did not exit cleanly). Returns the key."""
+    from api.keys import create_key, key_id_of, revoke_key
+
+    stale = read_run_info(settings.data_dir)
+    if stale is not None and stale.clickhouse_url == settings.clickhouse_url and (key_id := key_id_of(stale.key)):
+        revoke_key(store, key_id)
+    key = create_key(store, "admin")
+    write_run_info(settings.data_dir, RunInfo(os.getpid(), api_url, settings.clickhouse_url, key))
+    return key
+
+
+def _withdraw_run_info(settings: Settings, store: Store, key: str) -> None:
+    """On exit: run.json goes, and so does its key."""
+    from api.keys import key_id_of, revoke_key
+
+    remove_run_info(settings.data_dir, os.getpid())
+    with contextlib.suppress(Exception):  # the store may be unusable at exit; the token is gone anyway
+        if key_id := key_id_of(key):
+            revoke_key(store, key_id)
+
+
 @app.command()
 def run(
     demo: Annotated[bool, typer.Option("--demo", help="also publish synthetic events with injected drift")] = False,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(envvar="DRIFTLINE_API_HOST", help="API host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DRIFTLINE_API_PORT", help="API port")] = 8000,
+    stable_minutes: Annotated[float, typer.Option(
+        help="with --demo: minutes of baseline data before the drift starts")] = DEFAULT_STABLE_MINUTES,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
     """Local all-in-one: broker (noida-db, if none is reachable), embedded store, worker and API.
 
     Worker and API share one process (the embedded store allows one per data directory); a parent
-    process restarts it when the worker's stall watchdog asks for a restart."""
+    process restarts it when the worker's stall watchdog asks for a restart. While it runs,
+    `<data dir>/run.json` (mode 0600) tells `driftline keys create` how to reach its API."""
     if not supervised:
-        argv = [sys.executable, "-m", "stream.cli", "run", "--supervised", "--host", host, "--port", str(port)]
-        raise typer.Exit(supervise(argv + (["--demo"] if demo else [])))
+        _check_port(host, port)
+        argv = [sys.executable, "-m", "stream.cli", "run", "--supervised", "--host", host, "--port", str(port),
+                "--stable-minutes", str(stable_minutes)]
+        try:
+            code = supervise(argv + (["--demo"] if demo else []))
+        finally:
+            data_dir = Settings.from_env().data_dir
+            info = read_run_info(data_dir)
+            if info is None or not info.alive():  # the child died without removing it
+                remove_run_info(data_dir)
+        raise typer.Exit(code)
     from api.keys import create_key
     from stream.demo import produce_demo, register_demo_model
     from stream.store import shared_store
 
     settings = Settings.from_env()
-    if port_open(host, port):
-        typer.echo(f"error: port {port} on {host} is already taken; pass --port", err=True)
-        raise typer.Exit(1)
+    _check_port(host, port)
     bhost, bport = _split_bootstrap(settings.bootstrap_servers)
     if not port_open(bhost, bport):
         LocalBroker(settings.data_dir / "broker", host=bhost, port=bport).up()
         typer.echo(f"started local broker at kafka://{bhost}:{bport}")
     store = shared_store(settings.clickhouse_url)  # one embedded engine shared by worker and API
     first_start = os.environ.get(RESTARTS_ENV, "0") == "0"
-    threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api").start()
+    api_thread = threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api")
+    api_thread.start()
     if demo:
         register_demo_model(store)
         threading.Thread(
-            target=lambda: asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"))),
+            target=lambda: asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"),
+                                                    stable_minutes=stable_minutes)),
             daemon=True, name="demo-producer",
         ).start()
+    client_host = _client_host(host)
+    deadline = time.monotonic() + 60
+    while api_thread.is_alive() and not port_open(client_host, port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cli_key = _publish_run_info(settings, store,
+                                f"http://{f'[{client_host}]' if ':' in client_host else client_host}:{port}")
     typer.echo(f"API        http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     # One new admin key per `driftline run`, not per restart after a stall.
     typer.echo(f"admin key  {create_key(store, 'admin') if first_start else '(unchanged, printed at start)'}")
     typer.echo(f"store      {settings.clickhouse_url}")
     typer.echo(f"data dir   {Path(settings.data_dir)}")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    _start_worker(settings, "warn")
+    try:
+        _start_worker(settings, "warn")
+    finally:
+        _withdraw_run_info(settings, store, cli_key)
 
 
 app.command()(produce)

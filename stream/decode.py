@@ -39,6 +39,7 @@ MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NDJSON = "application/x-ndjson"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 SECTIONS = {"inputs": "in.", "outputs": "out.", "ground_truth": "gt.", "tags": "tag."}
+VALUE_PREFIXES = tuple(SECTIONS.values())
 META_COLUMNS = ("model", "timestamp", "event_id", "model_version", "elapsed_ns")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_STRING_CHARS = 65_536
@@ -90,6 +91,9 @@ class Rejection:
 class DecodedBatch:
     frame: pl.DataFrame
     rejections: list[Rejection] = field(default_factory=list)
+    # model → the `in.*`/`out.*`/`gt.*`/`tag.*` columns its events carried. The frame holds the union
+    # of every model's columns (null where an event lacks one); a model is profiled on its own only.
+    carried: dict[str, set[str]] = field(default_factory=dict)
 
 
 class EventError(ValueError):
@@ -435,17 +439,45 @@ def _named_model(event: Any) -> str:
     return name if isinstance(name, str) and MODEL_NAME.match(name) else ""
 
 
-def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rejection]) -> pl.DataFrame | None:
+def _carry(carried: dict[str, set[str]], frame: pl.DataFrame) -> None:
+    """Record the value columns of `frame` as carried by each model in it."""
+    columns = [c for c in frame.columns if c.startswith(VALUE_PREFIXES)]
+    for model in frame.get_column("model").unique().to_list():
+        carried.setdefault(model, set()).update(columns)
+
+
+def _fast_json_frames(lines: list[tuple[RawMessage, int, bytes]], carried: dict[str, set[str]]) -> pl.DataFrame:
+    """`_fast_json_frame` of the lines; with several models, one read per model, so that each model's
+    columns are those its events carry (a reader of all lines gives every model every column)."""
+    def read(part: Sequence[tuple[RawMessage, int, bytes]]) -> pl.DataFrame:
+        messages, indexes, values = zip(*part, strict=True)
+        return _fast_json_frame(list(values), [m.timestamp_ms for m in messages], [m.partition for m in messages],
+                                [m.offset for m in messages], list(indexes))
+
+    frame = read(lines)
+    models = frame.get_column("model")
+    if models.n_unique() == 1:
+        _carry(carried, frame)
+        return frame
+    groups: dict[str, list[tuple[RawMessage, int, bytes]]] = {}
+    for line, model in zip(lines, models.to_list(), strict=True):
+        groups.setdefault(model, []).append(line)
+    frames = [read(part) for part in groups.values()]
+    for f in frames:
+        _carry(carried, f)
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rejection],
+                carried: dict[str, set[str]]) -> pl.DataFrame | None:
     """JSON lines (message, index, bytes) → one frame; bad lines become rejections."""
     if not lines:
         return None
-    messages, indexes, values = zip(*lines, strict=True)
-    if all(map(bytes.strip, values)):
+    if all(bytes.strip(line) for _, _, line in lines):
         try:
-            return _fast_json_frame(list(values), [m.timestamp_ms for m in messages], [m.partition for m in messages],
-                                    [m.offset for m in messages], list(indexes))
+            return _fast_json_frames(lines, carried)
         except _NotFast:
-            pass
+            carried.clear()
     rows: list[dict[str, Any]] = []
     for message, index, line in lines:
         try:
@@ -462,6 +494,7 @@ def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rej
             continue
         row["__partition"], row["__offset"], row["__index"] = message.partition, message.offset, index
         rows.append(row)
+        carried.setdefault(row["model"], set()).update(k for k in row if k.startswith(VALUE_PREFIXES))
     return rows_to_frame(rows) if rows else None
 
 
@@ -497,18 +530,21 @@ def decode_messages(messages: Iterable[RawMessage]) -> DecodedBatch:
             json_lines.append((message, 0, value))
         else:
             rejections.append(Rejection(message, "bad-content-type", f"unsupported content-type {content_type!r}"))
-    json_frame = _json_frame(json_lines, rejections)
+    carried: dict[str, set[str]] = {}
+    json_frame = _json_frame(json_lines, rejections, carried)
+    for f in arrow_frames:
+        _carry(carried, f)
     if rejections:  # dead letters in message order, as they came
         order = {id(m): i for i, m in enumerate(messages)}
         rejections.sort(key=lambda r: (order.get(id(r.message), -1), r.index))
     frames = [json_frame] if json_frame is not None else []
     frames += arrow_frames
     if not frames:
-        return DecodedBatch(pl.DataFrame(schema=_META_SCHEMA), rejections)
+        return DecodedBatch(pl.DataFrame(schema=_META_SCHEMA), rejections, carried)
     try:
         frame = pl.concat(frames, how="diagonal_relaxed")
     except Exception:
         # Same column with incompatible types across messages: make the conflicting ones text.
         frame = pl.concat([f.with_columns(pl.exclude(list(_META_SCHEMA)).cast(pl.String, strict=False))
                            if i else f for i, f in enumerate(frames)], how="diagonal_relaxed")
-    return DecodedBatch(frame, rejections)
+    return DecodedBatch(frame, rejections, carried)

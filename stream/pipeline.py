@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import polars as pl
 from sketches import DatasetProfile
 from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
 from stream.config import ConfigSnapshot, ModelConfig
+from stream.decode import VALUE_PREFIXES
 from stream.row_filters import is_filter_segment, row_filter_expr
 from stream.validations import ANOMALY_COUNT_COLUMN, ValidationSet
 from stream.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
@@ -96,15 +97,21 @@ def _row_segment(row: dict[str, Any], segment_keys: list[str], tags: list[str]) 
 
 
 def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[tuple[int, str], int],
-               known_segments: dict[str, set[str]] | None = None, minute_buckets: bool = True) -> Plan:
+               known_segments: dict[str, set[str]] | None = None, minute_buckets: bool = True,
+               carried: Mapping[str, Collection[str]] | None = None) -> Plan:
     """Group a decoded batch by (partition, model, window, segment); evaluate validations.
 
     `known_segments` (model → segments of its open windows) lets the segment cap admit known
-    segments first; new ones beyond `max_segments` go to `__other__`."""
+    segments first; new ones beyond `max_segments` go to `__other__`. `carried` (model → the value
+    columns its events carried, `DecodedBatch.carried`) keeps other models' columns of the batch
+    out of a model's profiles."""
     plan = Plan()
     if frame.height == 0:
         return plan
     for (model_name,), by_model in frame.partition_by("model", as_dict=True, maintain_order=True).items():
+        own = (carried or {}).get(str(model_name))
+        if own is not None:
+            by_model = by_model.drop([c for c in by_model.columns if c.startswith(VALUE_PREFIXES) and c not in own])
         state = snapshot.models.get(str(model_name))
         model = state.model if state else ModelConfig(name=str(model_name))
         validations = state.validations if state else ValidationSet()

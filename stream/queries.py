@@ -73,6 +73,14 @@ class WindowProfile:
             return all_cols
         return {c: all_cols[c] for c in columns if c in all_cols}
 
+    def performance_summary(self) -> dict[str, Any]:
+        """Per ground-truth column `gt.X`: classification or regression metrics of the window."""
+        if self.summary is None:
+            assert self.profile is not None
+            return self.profile.performance_summary()
+        performance: dict[str, Any] = self.summary.get("performance", {})
+        return performance
+
 
 def _profile_where(segment: str | None) -> str:
     where = ("model = {model:String} AND granularity = {granularity:String} "

@@ -8,6 +8,8 @@ development and tests; production runs Apache Kafka and ClickHouse (see docker-c
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -38,6 +40,80 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def next_free_port(host: str, port: int, tries: int = 100) -> int:
+    """The first port after `port` that nobody listens on (`port + 1` if none of `tries` is free)."""
+    return next((p for p in range(port + 1, min(port + 1 + tries, 65536)) if not port_open(host, p)), port + 1)
+
+
+def embedded_store_holder(path: Path) -> int | None:
+    """Who holds the embedded ClickHouse (chDB) data directory `path`: the engine keeps an exclusive
+    flock on its `status` file (which also names its PID). Returns that PID (0 when it cannot be
+    read), or None when no process holds the directory. A process that opened the store itself
+    counts as a holder too."""
+    try:
+        fd = os.open(path / "status", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 4096).decode(errors="replace")
+            pid = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("PID:")), "")
+            return int(pid) if pid.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a running `driftline run` tells other commands of its data dir (`<data dir>/run.json`,
+    mode 0600, removed when it exits): where its API listens, which store it holds, and an admin key
+    it created for them (`driftline keys create` creates keys through the API while the embedded
+    store is held)."""
+
+    pid: int
+    api_url: str
+    clickhouse_url: str
+    key: str
+
+    def alive(self) -> bool:
+        return self.pid > 0 and _pid_alive(self.pid)
+
+
+def write_run_info(data_dir: Path, info: RunInfo) -> Path:
+    """Write `run.json` readable by its owner only (written beside, then renamed into place)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path, tmp = data_dir / RUN_FILE, data_dir / f".{RUN_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"pid": info.pid, "api_url": info.api_url, "clickhouse_url": info.clickhouse_url,
+                   "key": info.key}, out)
+    os.replace(tmp, path)
+    return path
+
+
+def read_run_info(data_dir: Path) -> RunInfo | None:
+    """The `run.json` of `data_dir`; None when there is none or it is unreadable."""
+    try:
+        body = json.loads((data_dir / RUN_FILE).read_text())
+        return RunInfo(int(body["pid"]), str(body["api_url"]), str(body["clickhouse_url"]), str(body["key"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_run_info(data_dir: Path, pid: int | None = None) -> None:
+    """Remove `run.json` (only when it was written by `pid`, if given)."""
+    info = read_run_info(data_dir)
+    if pid is None or info is None or info.pid == pid:
+        (data_dir / RUN_FILE).unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -100,7 +100,8 @@ class StreamWorker:
                                                     f"model {model!r} is not registered", idx, model))
                     frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
             await self._dead_letter(rejections)
-            plan = plan_batch(frame, self.snapshot, self.windows.watermarks(), self.windows.known_segments())
+            plan = plan_batch(frame, self.snapshot, self.windows.watermarks(), self.windows.known_segments(),
+                              carried=decoded.carried)
             for model, errors in plan.validation_errors.items():
                 for name, error in errors.items():  # the batch still counts; the validation is all-False
                     log.warning("validation %s of model %s failed on this batch: %s", name, model, error)

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "api.keys",
     "sketches",
     "sketches.assay",
     "sketches.column",

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import existing_model, get_store
 from api.params import column_list, iso, segment_filter, time_range
-from api.schemas import ProfilesOut, RangeOut, WindowOut
+from api.schemas import PerformanceOut, PerformanceWindowOut, ProfilesOut, RangeOut, WindowOut
 from sketches import DatasetProfile
 from sketches.drift import column_drift
 from stream import queries
@@ -70,6 +70,34 @@ def profiles(
                                      row_count=wp.row_count, columns=wp.column_summaries(cols)))
     return ProfilesOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
                        windows=windows)
+
+
+@router.get("/performance", response_model=PerformanceOut,
+            summary="Performance metrics (outputs against ground truth) per window, or merged over the range")
+def performance(
+    config: Annotated[ModelConfig, Depends(existing_model)],
+    store: Annotated[Store, Depends(get_store)],
+    start: Annotated[str | None, TimeParam] = None,
+    end: Annotated[str | None, TimeParam] = None,
+    segment: Annotated[str | None, Query(max_length=4096, description="omitted: overall; `*`: all; "
+                                         "else a canonical segment like `in.city=Boston`")] = None,
+    rollup: bool = False,
+    granularity: Annotated[Granularity | None, Query(description="default: the model's")] = None,
+) -> PerformanceOut:
+    start_ms, end_ms = time_range(start, end, DEFAULT_SPAN_MS)
+    gran = granularity or config.granularity
+    seg = segment_filter(segment)
+    if rollup:
+        merged = queries.rollup(store, config.name, gran, start_ms, end_ms, seg)
+        windows = [PerformanceWindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
+                                        performance=profile.performance_summary())
+                   for name, (rows, profile) in sorted(merged.items())]
+    else:
+        windows = [PerformanceWindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
+                                        row_count=wp.row_count, performance=wp.performance_summary())
+                   for wp in queries.profile_windows(store, config.name, gran, start_ms, end_ms, seg)]
+    return PerformanceOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
+                          windows=windows)
 
 
 def _merged(store: Store, model: str, gran: str, start_ms: int, end_ms: int, segment: str) -> DatasetProfile:
