@@ -1,14 +1,18 @@
 """Model performance from ground truth on the running product: events carry outputs and their
 `ground_truth`; the worker pairs `gt.X` with `out.X` per hourly window, and WhyLabs analyzers on the
 performance metrics (`classification.*`, `regression.*`, dataset target) report their exact values
-through `/analyzer-results`. A fixed analyzer on `classification.accuracy` flags exactly the hour
-whose accuracy is below its threshold, and its EVERY_ANOMALY monitor sends exactly that one alert.
-A multiclass model (macro averages) whose events share the worker's batches with another model's
-keeps its own columns and its own metrics."""
+through `/analyzer-results`; `GET /performance` answers each hour's whole summary (confusion counts
+and matrix, every metric) and, rolled up over the range, the summary of all events merged. A fixed
+analyzer on `classification.accuracy` flags exactly the hour whose accuracy is below its threshold,
+and its EVERY_ANOMALY monitor sends exactly that one alert. A multiclass model (macro averages)
+whose events share the worker's batches with another model's keeps its own columns and its own
+metrics (its windows hold only its own `gt.species`)."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +47,7 @@ def _binary_expected(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
             "tpr": recall, "tnr": tn / (tn + fp)}
 
 
-def _macro_expected(pairs: dict[tuple[str, str], int]) -> dict[str, float]:
+def _macro_expected(pairs: Mapping[tuple[str, str], int]) -> dict[str, float]:
     """Accuracy and the macro averages (over the labels where each is defined) of a multiclass matrix."""
     labels = sorted({a for a, _ in pairs} | {p for _, p in pairs})
     n = sum(pairs.values())
@@ -77,6 +81,46 @@ def _regression_expected(ys: list[float], preds: list[float]) -> dict[str, float
             "r2": 1.0 - sse / (sum_y2 - sum_y * sum_y / n)}
 
 
+def _classification_summary(pairs: Mapping[tuple[str, str], int]) -> dict[str, Any]:
+    """`ClassificationMetrics.summary()` of these (actual, predicted) label counts: binary for the
+    labels "True"/"False" (positive "True", with its confusion counts), else macro averages."""
+    labels = sorted({a for a, _ in pairs} | {p for _, p in pairs})
+    out: dict[str, Any] = {"kind": "classification", "count": sum(pairs.values()), "labels": labels,
+                           "confusion_matrix": [[pairs.get((a, p), 0) for p in labels] for a in labels]}
+    if set(labels) <= {"True", "False"}:
+        tp, fp = pairs.get(("True", "True"), 0), pairs.get(("False", "True"), 0)
+        fn, tn = pairs.get(("True", "False"), 0), pairs.get(("False", "False"), 0)
+        return out | {"tp": tp, "fp": fp, "fn": fn, "tn": tn, **_binary_expected(tp, fp, fn, tn), "average": "binary"}
+    return out | {**_macro_expected(pairs), "average": "macro"}
+
+
+def _regression_summary(ys: list[float], preds: list[float]) -> dict[str, Any]:
+    """`RegressionMetrics.summary()` of these targets and predictions."""
+    return {"kind": "regression", "count": len(ys), **_regression_expected(ys, preds),
+            "mean_error": sum(p - y for y, p in zip(ys, preds, strict=True)) / len(ys)}
+
+
+def _labels(pairs: list[tuple[Any, Any]]) -> Counter[tuple[str, str]]:
+    """(actual, predicted) per event → count per label pair (booleans are the labels "True"/"False")."""
+    return Counter((str(a), str(p)) for a, p in pairs)
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _performance(stack: Stack, model: str, start: int, end: int, *,
+                 rollup: bool = False) -> dict[tuple[int, str], tuple[int, dict[str, Any]]]:
+    """`GET /performance`: (window start, segment) → (row count, metrics per `gt.X`)."""
+    r = stack.client().get(f"/v1/models/{model}/performance",
+                           params={"start": start, "end": end, "rollup": str(rollup).lower()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["granularity"], body["rollup"]) == (model, "hourly", rollup)
+    assert (_ms(body["start"]), _ms(body["end"])) == (start, end)
+    return {(_ms(w["window_start"]), w["segment"]): (w["row_count"], w["performance"]) for w in body["windows"]}
+
+
 def _analyzers(prefix: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """One fixed analyzer per metric, bounds no value reaches: its results carry the metric's value."""
     return [{"id": f"{prefix}-{k}", "targetMatrix": {"type": "dataset"},
@@ -88,8 +132,7 @@ def _hour_rows(stack: Stack, model: str, start: int, end: int) -> dict[int, int]
     if r.status_code == 404:  # the model's first events are still on their way
         return {}
     assert r.status_code == 200, r.text
-    return {int(datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp() * 1000): w["row_count"]
-            for w in r.json()["windows"]}
+    return {_ms(w["window_start"]): w["row_count"] for w in r.json()["windows"]}
 
 
 def _results(stack: Stack, model: str, start: int, count: int) -> list[dict[str, Any]] | None:
@@ -136,6 +179,10 @@ def test_binary_and_regression_metrics_and_accuracy_analyzer(stack: Stack, model
     hours = [first + h * HOUR for h in range(3)]
     events: list[dict[str, Any]] = []
     expected: dict[tuple[str, int], float] = {}  # (analyzer id, hour) → value
+    windows: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}  # /performance per hour
+    all_pairs: Counter[tuple[str, str]] = Counter()
+    all_ys: list[float] = []
+    all_preds: list[float] = []
     for h, (start, counts, errors) in enumerate(zip(hours, CONFUSION, ERRORS, strict=True)):
         pairs = _binary_pairs(*counts)
         ys = [10.0 + 0.5 * ((i * 7 + h) % 23) for i in range(len(pairs))]
@@ -149,9 +196,22 @@ def test_binary_and_regression_metrics_and_accuracy_analyzer(stack: Stack, model
         for k, v in _regression_expected(ys, preds).items():
             expected[(f"regression-{k}", start)] = v
         expected[("accuracy-floor", start)] = _binary_expected(*counts)["accuracy"]
+        windows[(start, "")] = (len(pairs), {"gt.approved": _classification_summary(_labels(pairs)),
+                                             "gt.price": _regression_summary(ys, preds)})
+        all_pairs += _labels(pairs)
+        all_ys += ys
+        all_preds += preds
     stack.produce(events)
     _wait_stored(stack, model, first, {start: sum(CONFUSION[h]) for h, start in enumerate(hours)})
     assert _columns(stack, model, first) == {"in.x", "out.approved", "out.price", "gt.approved", "gt.price"}
+    # Every hour's whole summary, exactly (the same arithmetic on the same counts and exact sums).
+    assert windows[(hours[1], "")][1]["gt.approved"]["accuracy"] == 9 / 20
+    assert _performance(stack, model, first, first + 3 * HOUR) == windows
+    # Rolled up over the range: the summary of all events merged (counts and sums add exactly).
+    assert sum(all_pairs.values()) == len(events) == 60 and all_pairs[("True", "True")] == 8 + 4 + 9
+    assert _performance(stack, model, first, first + 3 * HOUR, rollup=True) == {
+        (first, ""): (60, {"gt.approved": _classification_summary(all_pairs),
+                           "gt.price": _regression_summary(all_ys, all_preds)})}
 
     _put_doc(stack, model, [
         {"id": "accuracy-floor", "targetMatrix": {"type": "dataset"},
@@ -185,8 +245,15 @@ def test_multiclass_metrics_of_a_model_sharing_batches_with_another(stack: Stack
     hours = [first + h * HOUR for h in range(len(SPECIES))]
     events: list[dict[str, Any]] = []
     expected: dict[tuple[str, int], float] = {}
+    windows: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}  # /performance per hour, per model
+    nb_windows: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
+    nb_all: Counter[tuple[str, str]] = Counter()
     for h, pairs in enumerate(SPECIES):
         flat = [pair for pair, c in pairs.items() for _ in range(c)]
+        nb_pairs = _labels([(i % 3 == 0, i % 2 == 0) for i in range(len(flat))])
+        windows[(hours[h], "")] = (len(flat), {"gt.species": _classification_summary(pairs)})
+        nb_windows[(hours[h], "")] = (len(flat), {"gt.approved": _classification_summary(nb_pairs)})
+        nb_all += nb_pairs
         for i, (actual, predicted) in enumerate(flat):
             ts = hours[h] + i * (HOUR // len(flat))
             events.append({"model": model, "timestamp": ts, "event_id": f"mc-{h}-{i}",
@@ -204,4 +271,19 @@ def test_multiclass_metrics_of_a_model_sharing_batches_with_another(stack: Stack
     # Each model's stored profiles: its own columns only (not the other model's, all null for it).
     assert (_columns(stack, model, first), _columns(stack, neighbour, first)) == (
         {"out.species", "gt.species"}, {"in.age", "out.approved", "gt.approved"})
+    # /performance: each model's windows hold only its own ground truth, with its own exact metrics
+    # (the multiclass one: its 3×3 matrix and macro averages; no `gt.approved` of the neighbour).
+    end = first + 3 * HOUR
+    got = _performance(stack, model, first, end)
+    assert all(set(perf) == {"gt.species"} for _, perf in got.values()) and len(got) == len(SPECIES)
+    assert got == windows
+    assert windows[(hours[0], "")][1]["gt.species"]["confusion_matrix"] == [[5, 1, 0], [0, 4, 2], [1, 0, 3]]
+    assert _performance(stack, neighbour, first, end) == nb_windows
+    merged: Counter[tuple[str, str]] = Counter()
+    for pairs in SPECIES:
+        merged.update(pairs)
+    assert _performance(stack, model, first, end, rollup=True) == {
+        (first, ""): (sum(merged.values()), {"gt.species": _classification_summary(merged)})}
+    assert _performance(stack, neighbour, first, end, rollup=True) == {
+        (first, ""): (sum(nb_all.values()), {"gt.approved": _classification_summary(nb_all)})}
     _values(stack, model, first, expected)
