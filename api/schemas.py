@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -95,9 +95,11 @@ class RangeOut(BaseModel):
     row_count: int
 
 
-class ColumnDrift(BaseModel):
-    distance: float
+class ColumnDriftOut(BaseModel):
+    distance: float | None = Field(description="null when the column has no values on one side (see `missing`)")
     discrete: bool
+    missing: Literal["baseline", "target"] | None = Field(
+        default=None, description="the side without values of the column (absent there, or only nulls)")
 
 
 class DriftOut(BaseModel):
@@ -106,7 +108,7 @@ class DriftOut(BaseModel):
     segment: str
     baseline: RangeOut
     target: RangeOut
-    columns: dict[str, ColumnDrift]
+    columns: dict[str, ColumnDriftOut]
 
 
 class Accepted(BaseModel):

@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
 
 from api.deps import existing_model, get_store
 from api.params import column_list, iso, segment_filter, time_range
-from api.schemas import PerformanceOut, PerformanceWindowOut, ProfilesOut, RangeOut, WindowOut
+from api.schemas import (
+    ColumnDriftOut,
+    DriftOut,
+    PerformanceOut,
+    PerformanceWindowOut,
+    ProfilesOut,
+    RangeOut,
+    WindowOut,
+)
 from sketches import DatasetProfile
 from sketches.drift import column_drift
 from stream import queries
@@ -22,22 +29,6 @@ router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
 DEFAULT_SPAN_MS = 7 * 86_400_000
 Algorithm = Literal["hellinger", "psi", "kl_divergence", "jensenshannon"]
 TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or epoch milliseconds")
-
-
-class ColumnDrift(BaseModel):
-    distance: float | None = Field(description="null when the column has no values on one side (see `missing`)")
-    discrete: bool
-    missing: Literal["baseline", "target"] | None = Field(
-        default=None, description="the side without values of the column (absent there, or only nulls)")
-
-
-class DriftOut(BaseModel):
-    model: str
-    algorithm: str
-    segment: str
-    baseline: RangeOut
-    target: RangeOut
-    columns: dict[str, ColumnDrift]
 
 
 @router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
@@ -139,13 +130,13 @@ def drift(
         baseline = _merged(store, config.name, gran, b_start, b_end, segment)
         baseline_out = RangeOut(start=iso(b_start), end=iso(b_end), row_count=baseline.row_count)
     names = column_list(columns) or sorted(set(baseline.columns) | set(target.columns))
-    out: dict[str, ColumnDrift] = {}
+    out: dict[str, ColumnDriftOut] = {}
     for name in names:
         b, t = baseline.columns.get(name), target.columns.get(name)
         if b is None and t is None:
             continue
         d = column_drift(algorithm, b, t)
-        out[name] = ColumnDrift(distance=d.distance, discrete=d.discrete, missing=d.missing)
+        out[name] = ColumnDriftOut(distance=d.distance, discrete=d.discrete, missing=d.missing)
     return DriftOut(model=config.name, algorithm=algorithm, segment=segment,
                     baseline=baseline_out,
                     target=RangeOut(start=iso(t_start), end=iso(t_end), row_count=target.row_count),
