@@ -231,10 +231,14 @@ def test_clickhouse_readme_is_in_sync_with_migrations() -> None:
 
 # ------------------------------------------------------------------------------------ Grafana
 def _schema() -> dict[str, set[str]]:
-    """Table → columns, from the CREATE TABLE statements of MIGRATIONS."""
+    """Table → columns, from the CREATE TABLE and ALTER TABLE … ADD COLUMN statements of MIGRATIONS."""
     tables: dict[str, set[str]] = {}
     for _, statements in MIGRATIONS:
         for statement in statements:
+            added = re.match(r"ALTER TABLE \{db\}\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) ", statement)
+            if added:
+                tables[added.group(1)].add(added.group(2))
+                continue
             match = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) \((.*)\)\s*ENGINE", statement, re.S)
             assert match, statement[:80]
             body = re.sub(r"\([^()]*(\([^()]*\))?[^()]*\)", "", match.group(2))  # drop type arguments
@@ -246,7 +250,7 @@ def _metric_names() -> set[str]:
     """Metric names defined with prometheus_client in stream/ and api/ (Counter(...) etc.)."""
     names: set[str] = set()
     pattern = re.compile(r"(Counter|Gauge|Histogram|Summary)\(\s*[\"'](\w+)[\"']")
-    for path in list((ROOT / "stream").glob("*.py")) + list((ROOT / "api").rglob("*.py")):
+    for path in list((ROOT / "stream").rglob("*.py")) + list((ROOT / "api").rglob("*.py")):
         for kind, name in pattern.findall(path.read_text()):
             names.add(name)
             if kind == "Histogram":

@@ -165,7 +165,7 @@ def test_drift_alerts_end_to_end(settings: Settings, store: Store, worker: subpr
 
     counts = asyncio.run(tick())
     results = list_results(store, "house")
-    assert counts == {"results": len(results), "alerts": 12, "rule_alerts": 0}
+    assert counts == {"results": len(results), "alerts": 12, "rule_alerts": 0, "assay_alerts": 0}
     anomalies = {(r["analyzer_id"], r["column"], r["dataset_timestamp"]) for r in results if r["anomaly"]}
     assert anomalies == {
         *(("x-drift", "in.x", ts) for ts in drifted),  # group:continuous = in.x, out.price (in.rooms discrete)
@@ -203,7 +203,7 @@ def test_drift_alerts_end_to_end(settings: Settings, store: Store, worker: subpr
         (k, c, t) for k, c, t in anomalies if c != "out.price")
     assert digest["dataset_timestamps"] == sorted(drifted)
     # A re-run analyzes nothing new and publishes nothing.
-    assert asyncio.run(tick()) == {"results": 0, "alerts": 0, "rule_alerts": 0}
+    assert asyncio.run(tick()) == {"results": 0, "alerts": 0, "rule_alerts": 0, "assay_alerts": 0}
 
     # Arthur rule on the minute profiles: avg x > 13 over 5 minutes, then wait 20 minutes.
     repo = RuleRepository(store)
