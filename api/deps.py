@@ -8,10 +8,10 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.keys import ApiKey, verify_key
-from stream.config import ConfigRepository, ModelConfig
-from stream.references import ReferenceStore
+from stream.analysis.references import ReferenceStore
+from stream.config.models import ConfigRepository, ModelConfig
 from stream.settings import Settings
-from stream.store import Store, shared_store
+from stream.store.client import Store, shared_store
 
 _bearer = HTTPBearer(auto_error=False)
 MAX_PAGE_SIZE = 1000

@@ -14,7 +14,7 @@ reached at all (clickhouse-connect's OperationalError on connecting) a 503 like 
   profile uploads), checked against `content-length` first and then while the body streams in (413);
 * JSON nesting: a JSON body of an ordinary route nested deeper than `max_json_depth` answers 422, from a
   scan of the bytes (strings skipped) before the body is parsed. Upload routes stream their body and are
-  not scanned here: ingest rejects nested values itself (`stream.ingest`).
+  not scanned here: ingest rejects nested values itself (`stream.events.ingest`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.observability import route_template
-from stream.ingest import IngestError, field_error  # one shape for the API's and ingest's field errors
-from stream.store import StoreError
-from stream.validations import ValidationError
+from stream.config.validations import ValidationError
+from stream.events.ingest import IngestError, field_error  # one shape for the API's and ingest's field errors
+from stream.store.client import StoreError
 
 log = logging.getLogger("driftline.api")
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stream.config import Granularity
+from stream.config.models import Granularity
 
 
 class ModelBody(BaseModel):

@@ -188,9 +188,9 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from api.keys import create_key
-    from stream.services import LocalBroker, LocalClickHouse, free_port
+    from stream.cli.services import LocalBroker, LocalClickHouse, free_port
     from stream.settings import Settings
-    from stream.store import Store
+    from stream.store.client import Store
 
     with tempfile.TemporaryDirectory(prefix="driftline-api-load-") as tmp:
         broker = LocalBroker(Path(tmp) / "broker", port=free_port())

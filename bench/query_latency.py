@@ -30,10 +30,10 @@ import polars as pl
 from api.keys import create_key
 from api.main import create_app
 from sketches import DatasetProfile
-from stream import queries
-from stream.config import ConfigRepository, ModelConfig
+from stream.config.models import ConfigRepository, ModelConfig
 from stream.settings import Settings
-from stream.store import shared_store
+from stream.store import profiles
+from stream.store.client import shared_store
 
 COLUMNS = ["model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
            "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",
@@ -93,12 +93,12 @@ async def run(args: argparse.Namespace) -> None:
         warm = [await once() for _ in range(args.requests)]
         fresh = []
         for _ in range(args.uncached):
-            queries._day_cache.items.clear()
+            profiles._day_cache.items.clear()
             fresh.append(await once())
         nothing = []
         store = shared_store(url)
         for _ in range(max(2, args.uncached // 3)):
-            queries._day_cache.items.clear()
+            profiles._day_cache.items.clear()
             store.command(f"TRUNCATE TABLE {store.table('profile_rollups')}")
             nothing.append(await once())
     print(f"first request (merges {args.windows} windows, persists day merges): {cold:.1f} ms")

@@ -45,9 +45,9 @@ import pyarrow.ipc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.services import LocalBroker, free_port
+from stream.cli.services import LocalBroker, free_port
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.worker.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 ARROW_BATCH = 10_000

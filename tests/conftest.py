@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.services import LocalBroker, LocalClickHouse, free_port
+from stream.cli.services import LocalBroker, LocalClickHouse, free_port
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`driftline produce` and `driftline profile` (stream/cli_data.py): column mapping, timestamps,
+"""`driftline produce` and `driftline profile` (stream/events/files.py): column mapping, timestamps,
 offline profile numbers, and produce → a real broker → consumed back and decoded by the worker's decoder."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from aiokafka import ConsumerRecord
 from typer.testing import CliRunner
 
-from stream.cli_data import (
+from stream.events.decode import ARROW_STREAM, NDJSON, RawMessage, decode_messages
+from stream.events.files import (
     DataError,
     WireFormat,
     commands,
@@ -22,7 +23,6 @@ from stream.cli_data import (
     timestamps_ms,
     to_event_columns,
 )
-from stream.decode import ARROW_STREAM, NDJSON, RawMessage, decode_messages
 from stream.settings import Settings
 from tests.integration.helpers import read_topic
 

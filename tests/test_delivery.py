@@ -6,7 +6,7 @@ import asyncio
 
 from faust.types import Message
 
-from stream.delivery import BatchDeliveryApp, BatchDeliveryConsumer, acknowledge, take_batches
+from stream.worker.delivery import BatchDeliveryApp, BatchDeliveryConsumer, acknowledge, take_batches
 
 TOPIC = "events"
 

@@ -62,7 +62,7 @@ def test_compose_wires_the_settings_the_code_reads(compose: dict) -> None:
 def test_compose_commands_exist_in_the_cli(compose: dict) -> None:
     from typer.main import get_command
 
-    from stream.cli import app
+    from stream.cli.main import app
 
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     for name, service in compose["services"].items():

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from stream.settings import Settings
-from stream.store import MIGRATIONS
+from stream.store.client import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "driftline"
@@ -102,7 +102,7 @@ def test_templates_set_only_the_settings_the_code_reads() -> None:
 def test_templates_declare_kinds_and_run_real_commands() -> None:
     from typer.main import get_command
 
-    from stream.cli import app
+    from stream.cli.main import app
 
     kinds = {}
     for template in TEMPLATES:

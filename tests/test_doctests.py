@@ -19,10 +19,10 @@ MODULES = [
     "sketches.performance",
     "sketches.segments",
     "sketches.serialization",
-    "stream.delivery",
-    "stream.membership",
-    "stream.pipeline",
-    "stream.row_filters",
+    "stream.worker.delivery",
+    "stream.worker.membership",
+    "stream.worker.plan",
+    "stream.config.row_filters",
 ]
 
 

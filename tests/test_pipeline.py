@@ -10,12 +10,12 @@ import orjson
 import polars as pl
 import pytest
 
-from stream.config import ConfigRepository, ModelConfig
-from stream.decode import RawMessage
+from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.validations import Validation
+from stream.events.decode import RawMessage
 from stream.settings import Settings
-from stream.store import Store
-from stream.validations import Validation
-from stream.worker import StreamWorker
+from stream.store.client import Store
+from stream.worker.step import StreamWorker
 
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 // HOUR * HOUR
@@ -134,13 +134,13 @@ def test_segment_explosion_is_capped_into_other(embedded: Store) -> None:
 
 
 def test_a_validation_that_cannot_run_is_counted_and_the_batch_still_profiled(embedded: Store) -> None:
-    from stream import metrics
+    from stream import telemetry
 
     h = Harness(embedded, "broken")
     ConfigRepository(embedded).put_validation("broken", Validation.create("ghost", 'pl.col("in.nope") > 1'))
-    before = metrics.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get()
+    before = telemetry.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get()
     h.run(h.messages(range(20)))
-    assert metrics.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get() == before + 1
+    assert telemetry.VALIDATION_ERRORS.labels(model="broken", validation="ghost")._value.get() == before + 1
     h.flush()
     assert h.stored()[("hourly", "")] == 20
 
@@ -149,7 +149,7 @@ def test_the_hourly_overall_profile_built_from_minute_buckets_equals_tracking_th
     import numpy as np
 
     from sketches import DatasetProfile
-    from stream.windows import WindowKey
+    from stream.worker.windows import WindowKey
 
     h = Harness(embedded, "compose")
     h.run(h.messages(range(0, 200)))

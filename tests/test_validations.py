@@ -1,4 +1,4 @@
-"""Tests for stream.validations (Wallaroo-style validations, allowlisted expression parser)."""
+"""Tests for stream.config.validations (Wallaroo-style validations, allowlisted expression parser)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from stream.validations import (
+from stream.config.validations import (
     ANOMALY_COUNT_COLUMN,
     MAX_EXPRESSION_CHARS,
     Validation,

@@ -21,8 +21,10 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from api.deps import existing_model, get_store, pagination
-from stream.config import ModelConfig
-from stream.monitor_store import (
+from stream.analysis.references import ReferenceStore
+from stream.config.models import ModelConfig
+from stream.store.client import Store
+from stream.store.rules import (
     AlertRule,
     AlertRuleBody,
     AlertRulePatch,
@@ -31,8 +33,6 @@ from stream.monitor_store import (
     MonitoringRepository,
     unknown_columns,
 )
-from stream.references import ReferenceStore
-from stream.store import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["alert rules"])
 

@@ -10,9 +10,9 @@ from pydantic import BaseModel
 
 from api.deps import existing_model, get_store, pagination
 from api.params import parse_time
-from stream.analysis.store import list_alerts, list_results
-from stream.config import ModelConfig
-from stream.store import Store
+from stream.config.models import ModelConfig
+from stream.store.analysis import list_alerts, list_results
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["analysis"])
 TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or epoch milliseconds")

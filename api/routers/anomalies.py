@@ -12,9 +12,9 @@ from api.convert import anomaly_out
 from api.deps import existing_model, get_store, pagination
 from api.params import iso, parse_time
 from api.schemas import AnomalyPage, CountOut, CountsOut
-from stream import queries
-from stream.config import ModelConfig
-from stream.store import Store
+from stream.config.models import ModelConfig
+from stream.store import profiles
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["anomalies"])
 
@@ -27,7 +27,7 @@ def _page(config: ModelConfig, store: Store, paging: tuple[int, int], start: str
           segment: str | None, validation: str | None) -> AnomalyPage:
     page, page_size = paging
     start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
-    total, rows = queries.list_anomalies(store, config.name, start_ms=start_ms, end_ms=end_ms, segment=segment,
+    total, rows = profiles.list_anomalies(store, config.name, start_ms=start_ms, end_ms=end_ms, segment=segment,
                                          validation=validation, limit=page_size, offset=(page - 1) * page_size)
     return AnomalyPage(items=[anomaly_out(r) for r in rows], page=page, page_size=page_size, total=total)
 
@@ -64,7 +64,7 @@ def validation_counts(request: Request, config: Annotated[ModelConfig, Depends(e
     start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise HTTPException(422, "start must be before end")
-    rows = queries.validation_counts(store, config.name, interval, start_ms=start_ms, end_ms=end_ms,
+    rows = profiles.validation_counts(store, config.name, interval, start_ms=start_ms, end_ms=end_ms,
                                      segment=segment, validation=validation)
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:

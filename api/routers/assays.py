@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ApiKey, check_scope, existing_model, get_repo, get_store, pagination, require_key
-from stream import assays
-from stream.assays import (
+from stream.analysis import assays
+from stream.analysis.assays import (
     Assay,
     AssayBody,
     AssayError,
@@ -27,8 +27,8 @@ from stream.assays import (
     WindowSpec,
     assay_view,
 )
-from stream.config import GRANULARITY_MS, ConfigRepository, ModelConfig
-from stream.store import Store
+from stream.config.models import GRANULARITY_MS, ConfigRepository, ModelConfig
+from stream.store.client import Store
 
 model_router = APIRouter(prefix="/v1/models/{model}/assays", tags=["assays"])
 assay_router = APIRouter(prefix="/v1/assays", tags=["assays"])

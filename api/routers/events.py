@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from api.deps import existing_model, get_settings
 from api.schemas import Accepted, Event, FlatEvent
-from stream import ingest
-from stream.config import ModelConfig
+from stream.config.models import ModelConfig
+from stream.events import ingest
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.worker.topics import ensure_topics
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["ingest"])
 log = logging.getLogger("driftline.api.ingest")

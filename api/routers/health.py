@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from api.deps import get_settings
 from stream.settings import Settings
-from stream.store import shared_store
-from stream.topics import broker_reachable
+from stream.store.client import shared_store
+from stream.worker.topics import broker_reachable
 
 router = APIRouter(tags=["operations"])
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import get_store, require_admin
 from api.keys import ApiKey, create_key, key_id_of, validate_scope
-from stream.store import Store
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

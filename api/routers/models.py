@@ -18,8 +18,8 @@ from api.deps import (
     require_key,
 )
 from api.schemas import ModelBody, ModelCreate, ModelOut, ModelPage, Tags
-from stream.config import ConfigRepository, ModelConfig
-from stream.references import ReferenceStore
+from stream.analysis.references import ReferenceStore
+from stream.config.models import ConfigRepository, ModelConfig
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -25,9 +25,9 @@ from stream.analysis.monitor_config import (
     parse_document,
     parse_monitor,
 )
-from stream.config import ModelConfig
-from stream.monitor_store import MonitoringRepository
-from stream.store import Store
+from stream.config.models import ModelConfig
+from stream.store.client import Store
+from stream.store.rules import MonitoringRepository
 
 router = APIRouter(prefix="/v1/models/{model}/monitor-config", tags=["monitor config"])
 

@@ -19,10 +19,10 @@ from api.schemas import (
 )
 from sketches import DatasetProfile
 from sketches.drift import column_drift
-from stream import queries
-from stream.config import GRANULARITY_MS, Granularity, ModelConfig
-from stream.references import ReferenceStore
-from stream.store import Store
+from stream.analysis.references import ReferenceStore
+from stream.config.models import GRANULARITY_MS, Granularity, ModelConfig
+from stream.store import profiles
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
 
@@ -32,7 +32,7 @@ TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or e
 
 
 @router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
-def profiles(
+def get_profiles(
     config: Annotated[ModelConfig, Depends(existing_model)],
     store: Annotated[Store, Depends(get_store)],
     start: Annotated[str | None, TimeParam] = None,
@@ -49,14 +49,14 @@ def profiles(
     cols = column_list(columns)
     windows: list[WindowOut] = []
     if rollup:
-        merged = queries.rollup(store, config.name, gran, start_ms, end_ms, seg)
+        merged = profiles.rollup(store, config.name, gran, start_ms, end_ms, seg)
         for name in sorted(merged):
             rows, profile = merged[name]
-            wp = queries.WindowProfile(name, start_ms, rows, profile=profile)
+            wp = profiles.WindowProfile(name, start_ms, rows, profile=profile)
             windows.append(WindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
                                      columns=wp.column_summaries(cols)))
     else:
-        for wp in queries.profile_windows(store, config.name, gran, start_ms, end_ms, seg):
+        for wp in profiles.profile_windows(store, config.name, gran, start_ms, end_ms, seg):
             windows.append(WindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
                                      row_count=wp.row_count, columns=wp.column_summaries(cols)))
     return ProfilesOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
@@ -79,20 +79,20 @@ def performance(
     gran = granularity or config.granularity
     seg = segment_filter(segment)
     if rollup:
-        merged = queries.rollup(store, config.name, gran, start_ms, end_ms, seg)
+        merged = profiles.rollup(store, config.name, gran, start_ms, end_ms, seg)
         windows = [PerformanceWindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
                                         performance=profile.performance_summary())
                    for name, (rows, profile) in sorted(merged.items())]
     else:
         windows = [PerformanceWindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
                                         row_count=wp.row_count, performance=wp.performance_summary())
-                   for wp in queries.profile_windows(store, config.name, gran, start_ms, end_ms, seg)]
+                   for wp in profiles.profile_windows(store, config.name, gran, start_ms, end_ms, seg)]
     return PerformanceOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
                           windows=windows)
 
 
 def _merged(store: Store, model: str, gran: str, start_ms: int, end_ms: int, segment: str) -> DatasetProfile:
-    merged = queries.rollup(store, model, gran, start_ms, end_ms, segment)
+    merged = profiles.rollup(store, model, gran, start_ms, end_ms, segment)
     return merged[segment][1] if segment in merged else DatasetProfile()
 
 

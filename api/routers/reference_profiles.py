@@ -20,10 +20,10 @@ from starlette.datastructures import UploadFile
 from api.deps import existing_model, get_references, get_store
 from api.params import time_range
 from api.routers.events import _read_body, max_body_bytes
-from stream import queries
-from stream.config import ModelConfig
-from stream.references import JSON, UPLOAD_TYPES, ReferenceStore, UploadError, media_type, profile_upload
-from stream.store import Store
+from stream.analysis.references import JSON, UPLOAD_TYPES, ReferenceStore, UploadError, media_type, profile_upload
+from stream.config.models import ModelConfig
+from stream.store import profiles
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}/reference-profiles", tags=["reference profiles"])
 
@@ -76,7 +76,7 @@ def _snapshot(store: Store, refs: ReferenceStore, config: ModelConfig, data: Any
                                    "path": ".".join(["body", *map(str, e["loc"])]), "msg": e["msg"],
                                    "type": e["type"]} for e in exc.errors()]) from None
     start_ms, end_ms = time_range(snap.start, snap.end, 0)
-    merged = queries.rollup(store, config.name, config.granularity, start_ms, end_ms, snap.segment)
+    merged = profiles.rollup(store, config.name, config.granularity, start_ms, end_ms, snap.segment)
     if snap.segment not in merged:
         seg = "the overall segment" if not snap.segment else f"segment {snap.segment[:200]!r}"
         raise HTTPException(422, f"no stored windows of {seg} between {snap.start} and {snap.end}: "

@@ -16,9 +16,9 @@ from api.convert import anomaly_out
 from api.deps import existing_model, get_store
 from api.params import iso
 from api.schemas import AnomalyOut
-from stream import queries
-from stream.config import GRANULARITY_MS, ModelConfig
-from stream.store import Store
+from stream.config.models import GRANULARITY_MS, ModelConfig
+from stream.store import profiles
+from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["lineage and review"])
 EventId = Annotated[str, Path(min_length=1, max_length=256)]
@@ -89,7 +89,7 @@ class Review(BaseModel):
 def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
           anomaly_id: Annotated[str, Path(max_length=2048)]) -> Trace:
     topic, partition, offset, event_id = _decode_id(anomaly_id)
-    row = queries.get_anomaly(store, config.name, topic, partition, offset, event_id)
+    row = profiles.get_anomaly(store, config.name, topic, partition, offset, event_id)
     if row is None:
         raise HTTPException(404, f"unknown anomaly id {anomaly_id[:100]!r}")
     at = int(row["event_time_ms"])
@@ -100,7 +100,7 @@ def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annota
         min_offset=int(w["min_offset"]), max_offset=int(w["max_offset"]), row_count=int(w["row_count"]),
         late_count=int(w["late_count"]), model_versions=list(w["model_versions"]),
         config_version=int(w["config_version"]))
-        for w in queries.window_rows(store, config.name, config.granularity, at, segments)]
+        for w in profiles.window_rows(store, config.name, config.granularity, at, segments)]
     return Trace(anomaly=anomaly_out(row), granularity=config.granularity, config_version=int(row["config_version"]),
                  source={"topic": topic, "partition": partition, "offset": offset}, windows=windows)
 
@@ -111,21 +111,21 @@ def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annota
                          "events flagged before; only those can be flagged.")
 def flag(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
          event_id: EventId, body: FlagBody | None = None) -> Flag:
-    if not queries.event_known(store, config.name, event_id):
+    if not profiles.event_known(store, config.name, event_id):
         raise HTTPException(404, f"unknown event {event_id[:100]!r} of model {config.name!r}: only events in the "
                                  "anomaly log (or flagged before) can be flagged")
     now = iso(int(datetime.now(UTC).timestamp() * 1000))
     reason = body.reason if body else ""
-    queries.put_flag(store, config.name, event_id, {"reason": reason, "flagged_at": now})
+    profiles.put_flag(store, config.name, event_id, {"reason": reason, "flagged_at": now})
     return Flag(event_id=event_id, reason=reason, flagged_at=now)
 
 
 @router.delete("/events/{event_id}/flag", status_code=204, summary="Remove an event's flag")
 def unflag(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
            event_id: EventId) -> Response:
-    if event_id not in queries.list_flags(store, config.name):
+    if event_id not in profiles.list_flags(store, config.name):
         raise HTTPException(404, f"event {event_id[:100]!r} is not flagged")
-    queries.put_flag(store, config.name, event_id, {}, deleted=True)
+    profiles.put_flag(store, config.name, event_id, {}, deleted=True)
     return Response(status_code=204)
 
 
@@ -137,8 +137,8 @@ def _ranked(counter: Counter[str], total: int) -> list[Share]:
 @router.get("/review", response_model=Review, summary="What flagged events have in common, by coverage")
 def review(config: Annotated[ModelConfig, Depends(existing_model)],
            store: Annotated[Store, Depends(get_store)]) -> Review:
-    flags = queries.list_flags(store, config.name)
-    rows = queries.anomalies_for_events(store, config.name, list(flags))
+    flags = profiles.list_flags(store, config.name)
+    rows = profiles.anomalies_for_events(store, config.name, list(flags))
     by_event: dict[str, dict[str, Any]] = {}
     for r in rows:
         by_event.setdefault(r["event_id"], r)

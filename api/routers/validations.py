@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response
 
 from api.deps import existing_model, get_repo
 from api.schemas import Validations
-from stream.config import ConfigRepository, ModelConfig
-from stream.validations import Validation, ValidationError
+from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.validations import Validation, ValidationError
 
 router = APIRouter(prefix="/v1/models/{model}/validations", tags=["validations"])
 

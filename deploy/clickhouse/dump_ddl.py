@@ -1,4 +1,4 @@
-"""Print the ClickHouse DDL that Driftline's migrations apply (stream.store.MIGRATIONS).
+"""Print the ClickHouse DDL that Driftline's migrations apply (stream.store.client.MIGRATIONS).
 
     python deploy/clickhouse/dump_ddl.py                 # SQL for database `driftline`
     python deploy/clickhouse/dump_ddl.py --database mon  # another database name
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stream.store import DEFAULT_DATABASE, MIGRATIONS  # noqa: E402
+from stream.store.client import DEFAULT_DATABASE, MIGRATIONS  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN = "<!-- BEGIN GENERATED DDL (python deploy/clickhouse/dump_ddl.py --write) -->"

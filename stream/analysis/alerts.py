@@ -62,7 +62,7 @@ import httpx
 import orjson
 
 from stream.analysis.monitor_config import AnomalyFilter, Monitor, MonitorDocument, parse_duration
-from stream.analysis.store import (
+from stream.store.analysis import (
     AlertRecord,
     AnomalyKey,
     ResultRecord,
@@ -71,7 +71,7 @@ from stream.analysis.store import (
     unpublished_alerts,
     write_alerts,
 )
-from stream.store import Store
+from stream.store.client import Store
 
 __all__ = [
     "SCHEMA",
@@ -287,7 +287,7 @@ async def process_monitors(store: Store, model: str, doc: MonitorDocument, resul
 def assay_alert(model: str, assay_id: str, assay_name: str, iopath: str, result: Mapping[str, Any],
                 created: int) -> AlertRecord:
     """The alert of one assay window whose score crossed the alert threshold (Wallaroo "Alert")."""
-    from stream.assays import parse_ms
+    from stream.analysis.assays import parse_ms
 
     ws = parse_ms(str(result["window_start"]))
     aid = alert_id(model, "assay", assay_id, ws)
@@ -311,7 +311,7 @@ def assay_alert(model: str, assay_id: str, assay_name: str, iopath: str, result:
 async def run_assays(store: Store, model: str, granularity: str, now_ms: int, publish: Publish,
                      topic: str) -> list[AlertRecord]:
     """Score the due windows of every active assay of ``model``; publish those in "Alert"."""
-    from stream.assays import AssayRepository, run_due
+    from stream.analysis.assays import AssayRepository, run_due
 
     repo = AssayRepository(store)
     alerts: list[AlertRecord] = []

@@ -53,7 +53,7 @@ from croniter import croniter
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.segments import segment_name
-from stream import metrics
+from stream import telemetry
 from stream.analysis.analyzers import (
     AnalyzerResult,
     analyzer_type,
@@ -90,7 +90,8 @@ from stream.analysis.monitor_config import (
     TrailingWindowBaseline,
     parse_duration,
 )
-from stream.analysis.store import (
+from stream.analysis.target_matrix import SegmentKey, resolve_columns, resolve_segments, segment_members
+from stream.store.analysis import (
     BatchKey,
     ResultRecord,
     batch_fingerprints,
@@ -100,9 +101,8 @@ from stream.analysis.store import (
     stored_result_versions,
     write_results,
 )
-from stream.analysis.target_matrix import SegmentKey, resolve_columns, resolve_segments, segment_members
-from stream.queries import merge_profiles
-from stream.store import Store
+from stream.store.client import Store
+from stream.store.profiles import merge_profiles
 
 __all__ = [
     "DEFAULT_BACKFILL_GRACE",
@@ -510,16 +510,16 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
     alert rules.
 
     ``reference_lookup(model, profile_id)`` loads Reference baselines / drift references (default:
-    ``stream.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
+    ``stream.analysis.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
     counts ``{"results", "alerts", "rule_alerts", "assay_alerts"}``.
     """
     from stream.analysis.alerts import process_monitors, publish_pending, run_assays
     from stream.analysis.rules import evaluate_rules
-    from stream.analysis.store import AnalysisConfig
-    from stream.config import ConfigRepository
+    from stream.config.models import ConfigRepository
+    from stream.store.analysis import AnalysisConfig
 
     if reference_lookup is None:
-        from stream.references import ReferenceStore
+        from stream.analysis.references import ReferenceStore
 
         reference_lookup = ReferenceStore(store).get_profile
     lookup = reference_lookup
@@ -538,25 +538,25 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
             results = await asyncio.to_thread(run_analysis, store, name, doc, now, m.granularity,
                                               load_reference=load_reference, column_weights=m.column_weights)
             counts["results"] += len(results)
-            metrics.ANALYZER_EVALUATIONS.labels(model=name).inc(len(results))
+            telemetry.ANALYZER_EVALUATIONS.labels(model=name).inc(len(results))
             sent = await process_monitors(store, name, doc, results, publish, alerts_topic, now_ms=now,
                                           column_weights=m.column_weights)
             counts["alerts"] += len(sent)
-            metrics.ALERTS_PUBLISHED.labels(model=name, source="monitor").inc(len(sent))
+            telemetry.ALERTS_PUBLISHED.labels(model=name, source="monitor").inc(len(sent))
         except Exception:
             log.exception("analysis of model %s failed", name)
     for name, m in models.items():
         try:
             sent = await run_assays(store, name, m.granularity, now, publish, alerts_topic)
             counts["assay_alerts"] += len(sent)
-            metrics.ALERTS_PUBLISHED.labels(model=name, source="assay").inc(len(sent))
+            telemetry.ALERTS_PUBLISHED.labels(model=name, source="assay").inc(len(sent))
         except Exception:
             log.exception("assays of model %s failed", name)
         try:
             sent = await evaluate_rules(store, name, now, publish, alerts_topic,
                                         load_reference=functools.partial(lookup, name))
             counts["rule_alerts"] += len(sent)
-            metrics.ALERTS_PUBLISHED.labels(model=name, source="rule").inc(len(sent))
+            telemetry.ALERTS_PUBLISHED.labels(model=name, source="rule").inc(len(sent))
         except Exception:
             log.exception("alert rules of model %s failed", name)
     return counts

@@ -41,7 +41,7 @@ Supported functions (one ``select`` item; the metric must return a single value)
 **Filters** (``filter`` of an inference query, ``target.filter`` of a drift query: ``[{property,
 comparator: eq|ne|lt|lte|gt|gte|in|notin, value}]``, all must hold): profiles hold aggregates, not
 rows, so workers keep minute profiles of the rows passing each distinct filter of a model's metrics
-(segment ``__filter__=<hash>``, :mod:`stream.row_filters`) from the moment the metric exists, and a
+(segment ``__filter__=<hash>``, :mod:`stream.config.row_filters`) from the moment the metric exists, and a
 rule on a filtered metric merges those instead of the overall minute profiles.
 """
 
@@ -61,10 +61,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sketches import DatasetProfile
 from sketches.drift import column_distance
 from stream.analysis.alerts import SCHEMA, alert_id, publish_alerts
-from stream.analysis.store import AlertRecord, last_rule_alert_ms
-from stream.queries import rollup
-from stream.row_filters import RowFilter, filter_segment, metric_filters
-from stream.store import Store
+from stream.config.row_filters import RowFilter, filter_segment, metric_filters
+from stream.store.analysis import AlertRecord, last_rule_alert_ms
+from stream.store.client import Store
+from stream.store.profiles import rollup
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",
@@ -312,16 +312,16 @@ def _performance(fn: str, params: Mapping[str, Any], profile: DatasetProfile) ->
 # ------------------------------------------------------------------------------------------------ storage
 class RuleRepository:
     """Metrics and alert rules of a model, validated here (:func:`parse_metric`, which rejects row
-    filters) and stored through the API's :class:`stream.monitor_store.MonitoringRepository` (config
+    filters) and stored through the API's :class:`stream.store.rules.MonitoringRepository` (config
     kinds ``metric`` / ``alert_rule``) in its canonical ``{select, filter}`` form."""
 
     def __init__(self, store: Store) -> None:
-        from stream.monitor_store import MonitoringRepository
+        from stream.store.rules import MonitoringRepository
 
         self.repo = MonitoringRepository(store)
 
     def put_metric(self, model: str, body: Mapping[str, Any] | Metric) -> Metric:
-        from stream.monitor_store import Metric as StoredMetric
+        from stream.store.rules import Metric as StoredMetric
 
         metric = parse_metric(body.model_dump(mode="json") if isinstance(body, Metric) else body)
         item = metric.function().model_dump(mode="json", exclude_none=True)
@@ -345,7 +345,7 @@ class RuleRepository:
         return self.repo.delete_metric(model, metric_id)
 
     def put_rule(self, model: str, body: Mapping[str, Any] | AlertRule) -> AlertRule:
-        from stream.monitor_store import AlertRule as StoredRule
+        from stream.store.rules import AlertRule as StoredRule
 
         rule = body if isinstance(body, AlertRule) else parse_rule(body)
         if self.get_metric(model, rule.metric_id) is None:
@@ -386,9 +386,9 @@ def default_metrics(columns: Sequence[str], performance: Mapping[str, Mapping[st
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def _usable_metrics(store: Store, model: str) -> dict[str, Metric]:
-    """Stored custom metrics plus the API's generated default metrics (stream.monitor_store), each
+    """Stored custom metrics plus the API's generated default metrics (stream.store.rules), each
     validated by :func:`parse_metric`; metrics it rejects (row filters, several selects) are skipped."""
-    from stream.monitor_store import MonitoringRepository
+    from stream.store.rules import MonitoringRepository
 
     out: dict[str, Metric] = {}
     for m in MonitoringRepository(store).list_metrics(model):

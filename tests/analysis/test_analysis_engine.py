@@ -14,11 +14,11 @@ from sketches import DatasetProfile
 from stream.analysis.alerts import build_monitor_alerts, filter_anomalies, publish_alerts
 from stream.analysis.engine import batch_end, batch_floor, batch_shift, run_analysis
 from stream.analysis.monitor_config import parse_document
-from stream.analysis.store import AnalysisConfig, list_alerts, list_results
-from stream.pipeline import Due
-from stream.sink import Sink
-from stream.store import Store
-from stream.windows import WindowKey, WindowState
+from stream.store.analysis import AnalysisConfig, list_alerts, list_results
+from stream.store.client import Store
+from stream.worker.plan import Due
+from stream.worker.sink import Sink
+from stream.worker.windows import WindowKey, WindowState
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000

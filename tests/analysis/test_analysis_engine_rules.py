@@ -22,12 +22,12 @@ from stream.analysis.rules import (
     evaluate_rules,
     parse_metric,
 )
-from stream.analysis.store import list_alerts
-from stream.pipeline import Due
-from stream.row_filters import metric_filters
-from stream.sink import Sink
-from stream.store import Store
-from stream.windows import WindowKey, WindowState
+from stream.config.row_filters import metric_filters
+from stream.store.analysis import list_alerts
+from stream.store.client import Store
+from stream.worker.plan import Due
+from stream.worker.sink import Sink
+from stream.worker.windows import WindowKey, WindowState
 
 MINUTE = 60_000
 T0 = 1_763_805_600_000
@@ -122,14 +122,14 @@ def test_rule_lookback_and_wait_time(store: Store) -> None:
 
 @pytest.mark.integration
 def test_rules_on_api_default_metrics_and_filtered_metrics(store: Store) -> None:
-    """Rules created through the API's repository (stream.monitor_store) are evaluated. A metric with
+    """Rules created through the API's repository (stream.store.rules) are evaluated. A metric with
     a row filter is computed from the minute profiles the worker keeps of the rows passing it: the
     filtered average crosses the threshold while the overall one does not."""
-    from stream.config import ConfigRepository, ModelConfig
-    from stream.decode import RawMessage
-    from stream.monitor_store import AlertRule, Metric, MonitoringRepository, default_metric_id
+    from stream.config.models import ConfigRepository, ModelConfig
+    from stream.events.decode import RawMessage
     from stream.settings import Settings
-    from stream.worker import StreamWorker
+    from stream.store.rules import AlertRule, Metric, MonitoringRepository, default_metric_id
+    from stream.worker.step import StreamWorker
 
     model = "api"
     ConfigRepository(store).put_model(ModelConfig(name=model))
@@ -205,7 +205,7 @@ def test_monitor_webhook_action(store: Store, flaky_server: tuple[str, list[byte
     from stream.analysis.alerts import WEBHOOK_BACKOFF, process_monitors
     from stream.analysis.analyzers import AnalyzerResult
     from stream.analysis.monitor_config import parse_document
-    from stream.analysis.store import ResultRecord
+    from stream.store.analysis import ResultRecord
 
     url, received = flaky_server
     doc = parse_document({"analyzers": [{"id": "a", "config": {"type": "fixed", "metric": "mean", "upper": 1}}],

@@ -16,7 +16,7 @@ from api.keys import create_key
 from api.main import create_app
 from sketches import DatasetProfile
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PROFILE_COLUMNS = ["model", "granularity", "segment", "window_start", "window_end", "source_topic",

@@ -11,8 +11,8 @@ from conftest import T0, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
 
 from api.keys import create_key
-from stream.monitor_store import default_metric_id
-from stream.store import Store
+from stream.store.client import Store
+from stream.store.rules import default_metric_id
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from stream import metrics
+from stream import telemetry
 from stream.analysis.engine import analysis_tick
-from stream.store import Store
+from stream.store.client import Store
 from tests.api.conftest import T0, frame, insert_profiles, profile_row
 
 DOC = {
@@ -35,11 +35,11 @@ def test_results_and_alerts_of_a_drifted_window(app_client: TestClient, admin: d
         sent.append(value)
 
     now = int((T0 + timedelta(hours=6)).timestamp() * 1000)
-    evaluated = metrics.ANALYZER_EVALUATIONS.labels(model="drifty")._value.get()
-    published = metrics.ALERTS_PUBLISHED.labels(model="drifty", source="monitor")._value.get()
+    evaluated = telemetry.ANALYZER_EVALUATIONS.labels(model="drifty")._value.get()
+    published = telemetry.ALERTS_PUBLISHED.labels(model="drifty", source="monitor")._value.get()
     asyncio.run(analysis_tick(store, publish, "alerts", now_ms=now))
-    assert metrics.ALERTS_PUBLISHED.labels(model="drifty", source="monitor")._value.get() == published + 1
-    assert metrics.ANALYZER_EVALUATIONS.labels(model="drifty")._value.get() > evaluated
+    assert telemetry.ALERTS_PUBLISHED.labels(model="drifty", source="monitor")._value.get() == published + 1
+    assert telemetry.ANALYZER_EVALUATIONS.labels(model="drifty")._value.get() > evaluated
     results = app_client.get("/v1/models/drifty/analyzer-results", headers=admin,
                              params={"start": T0.isoformat(), "page_size": 1000})
     assert results.status_code == 200, results.text

@@ -11,7 +11,7 @@ import pytest
 from conftest import ANOMALY_COLUMNS, T0, anomaly_row
 from fastapi.testclient import TestClient
 
-from stream.store import Store
+from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
 

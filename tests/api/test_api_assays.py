@@ -11,7 +11,7 @@ from conftest import T0, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
 
 from api.keys import create_key
-from stream.store import Store
+from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
 URL = "/v1/models/m/assays"

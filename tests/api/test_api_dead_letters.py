@@ -10,9 +10,9 @@ from conftest import T0
 from fastapi.testclient import TestClient
 
 from api.keys import create_key
-from stream.decode import RawMessage, Rejection, decode_messages
-from stream.sink import Sink
-from stream.store import Store
+from stream.events.decode import RawMessage, Rejection, decode_messages
+from stream.store.client import Store
+from stream.worker.sink import Sink
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.store import Store
+from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
 

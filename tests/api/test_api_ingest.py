@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from stream import ingest
-from stream.services import free_port
+from stream.cli.services import free_port
+from stream.events import ingest
 from stream.settings import Settings
 from tests.integration.helpers import read_topic
 

@@ -1,4 +1,4 @@
-"""What HTTP ingest produces is what the worker decodes (stream.decode), for every content type."""
+"""What HTTP ingest produces is what the worker decodes (stream.events.decode), for every content type."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from stream import ingest
-from stream.decode import RawMessage, decode_messages
+from stream.events import ingest
+from stream.events.decode import RawMessage, decode_messages
 
 
 def _arrow(table: pa.Table, stream: bool) -> bytes:

@@ -19,9 +19,9 @@ from api.errors import json_depth_exceeds, normalize_detail
 from api.keys import create_key
 from api.main import create_app
 from api.schemas import ErrorBody
-from stream import ingest
+from stream.events import ingest
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 from tests.integration.helpers import eventually, http_answer, spawn, stop
 
 pytestmark = pytest.mark.integration

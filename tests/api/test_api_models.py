@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.keys import create_key
-from stream.store import Store
+from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from api.keys import create_key
 from api.main import CONFLICTS, create_app
 from api.schemas import ErrorBody
-from stream import ingest
-from stream.services import free_port
+from stream.cli.services import free_port
+from stream.events import ingest
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 
 from api.keys import create_key
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 from tests.integration.helpers import eventually, http_answer, spawn
 
 pytestmark = pytest.mark.integration

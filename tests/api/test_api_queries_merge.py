@@ -1,4 +1,4 @@
-"""stream.queries.merge_profiles (in-place accumulation) agrees with DatasetProfile.merge_all."""
+"""stream.store.profiles.merge_profiles (in-place accumulation) agrees with DatasetProfile.merge_all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from conftest import frame
 
 from sketches import DatasetProfile
-from stream.queries import merge_profiles
+from stream.store.profiles import merge_profiles
 
 
 def test_merge_profiles_matches_merge_all() -> None:

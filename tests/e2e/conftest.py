@@ -28,7 +28,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.services import LocalBroker, LocalClickHouse, free_port
+from stream.cli.services import LocalBroker, LocalClickHouse, free_port
 from stream.settings import Settings
 from tests.integration.helpers import eventually, http_get, read_topic, spawn, stop
 

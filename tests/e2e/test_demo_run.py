@@ -26,14 +26,14 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from stream.demo import (
+from stream.cli.demo import (
     DEMO_ASSAY,
     DEMO_DRIFT_ANALYZER,
     DEMO_MODEL,
     DEMO_MONITOR,
     DEMO_RULE,
 )
-from stream.services import free_port
+from stream.cli.services import free_port
 from stream.settings import Settings
 from tests.integration.helpers import eventually, read_topic, stop
 

@@ -40,7 +40,7 @@ async def _send(stack: Stack, events: list[dict[str, Any]], partition: int) -> l
 
 def _put_validations(stack: Stack, model: str, body: dict[str, str]) -> tuple[int, int]:
     """PUT validations; the (before, after) wall clock in ns around the write. Config versions are the
-    writer's `time.time_ns()` (stream/config.py), and the API runs on this host."""
+    writer's `time.time_ns()` (stream/config/models.py), and the API runs on this host."""
     before = time.time_ns()
     r = stack.client().put(f"/v1/models/{model}/validations", json=body)
     after = time.time_ns()

@@ -17,11 +17,11 @@ from aiokafka import AIOKafkaProducer
 from stream.analysis.engine import analysis_tick
 from stream.analysis.monitor_config import parse_document
 from stream.analysis.rules import RuleRepository, evaluate_rules
-from stream.analysis.store import AnalysisConfig, list_results
-from stream.config import ConfigRepository, ModelConfig
+from stream.config.models import ConfigRepository, ModelConfig
 from stream.settings import Settings
-from stream.store import Store
-from stream.topics import ensure_topics
+from stream.store.analysis import AnalysisConfig, list_results
+from stream.store.client import Store
+from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, read_topic, spawn
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from api.keys import create_key
 from api.main import create_app
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.client import Store
 from tests.integration.helpers import eventually, read_topic, spawn, stop
 from tests.integration.test_stream import T0, _arrow, _events, _expected, _produce, _window_counts
 from tests.integration.test_stream_faults import _configure, _converged

@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
 
-from stream.fetch_pacing import EMPTY_FETCH_PAUSE, pace_empty_fetches
-from stream.services import LocalBroker
+from stream.cli.services import LocalBroker
+from stream.worker.fetch_pacing import EMPTY_FETCH_PAUSE, pace_empty_fetches
 
 
 async def test_an_idle_consumer_does_not_busy_poll_a_broker_that_answers_at_once(

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.keys import create_key
 from api.main import create_app
-from stream.config import ConfigRepository, ModelConfig
+from stream.config.models import ConfigRepository, ModelConfig
 from stream.settings import Settings
-from stream.store import Store
-from stream.topics import ensure_topics
+from stream.store.client import Store
+from stream.worker.topics import ensure_topics
 from tests.api.test_api_ingest import _arrow
 from tests.integration.helpers import eventually, spawn, stop
 

@@ -18,8 +18,8 @@ import pytest
 
 from api.keys import create_key
 from stream.settings import Settings
-from stream.store import Store
-from stream.topics import ensure_topics
+from stream.store.client import Store
+from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 
 pytestmark = pytest.mark.integration

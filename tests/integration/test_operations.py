@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from api.keys import create_key
-from stream.membership import group_members
-from stream.services import LocalBroker, free_port
+from stream.cli.services import LocalBroker, free_port
 from stream.settings import STALLED_EXIT_CODE, Settings
-from stream.store import Store
+from stream.store.client import Store
+from stream.worker.membership import group_members
 from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce
 from tests.integration.test_stream_faults import _configure, _converged
@@ -146,7 +146,7 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
         settings: Settings, tmp_path: Path, store: Store) -> None:
     """Two workers share the partitions; one is SIGKILLed mid-stream and never comes back. noida-db
     never expires the dead member, so the survivor evicts it once its heartbeats stop
-    (stream/membership.py), takes its partitions with their state, and every count stays exact.
+    (stream/worker/membership.py), takes its partitions with their state, and every count stays exact.
     The survivor runs supervised as in production (a stalled worker exits 75 and is started again),
     so a wedged consumer after the rebalance would still end in exact counts, not in a timeout."""
     settings, a, b, events, messages = _two_workers(settings, store, tmp_path, seed=13, member_timeout_seconds=10)

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stream.cli import supervise
-from stream.demo import DEMO_MODEL
-from stream.services import RUN_FILE, RunInfo, free_port, port_open, read_run_info, write_run_info
+from stream.cli.demo import DEMO_MODEL
+from stream.cli.main import supervise
+from stream.cli.services import RUN_FILE, RunInfo, free_port, port_open, read_run_info, write_run_info
 from stream.settings import STALLED_EXIT_CODE, Settings
 from tests.integration.helpers import eventually, spawn, stop
 
@@ -67,7 +67,7 @@ def test_supervise_passes_sigterm_to_the_child(tmp_path: Path) -> None:
               f"signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); pathlib.Path({str(ready)!r}).touch(); "
               f"time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c",
-                               f"import sys; from stream.cli import supervise; "
+                               f"import sys; from stream.cli.main import supervise; "
                                f"sys.exit(supervise([sys.executable, '-c', {script!r}]))"],
                               cwd=Path(__file__).resolve().parents[2])
     eventually(ready.exists, timeout=30, interval=0.1)
@@ -87,8 +87,9 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subproce
 def _verified(url: str, *tokens: str) -> list[bool]:
     """Which tokens the store `url` accepts, asked in a process of its own (chDB: one per data dir)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from api.keys import verify_key; from stream.store import shared_store; "
-         "s = shared_store(sys.argv[1]); print(' '.join(str(verify_key(s, t) is not None) for t in sys.argv[2:]))",
+        [sys.executable, "-c", "import sys; from api.keys import verify_key; "
+         "from stream.store.client import shared_store; s = shared_store(sys.argv[1]); "
+         "print(' '.join(str(verify_key(s, t) is not None) for t in sys.argv[2:]))",
          url, *tokens], capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)
     return [word == "True" for word in out.stdout.split()]
 
@@ -141,8 +142,9 @@ def test_keys_create_says_in_one_line_that_another_process_holds_the_store(tmp_p
     env.pop("DRIFTLINE_CLICKHOUSE_URL", None)
     url = f"chdb://{data_dir / 'store'}"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from stream.store import shared_store; shared_store(sys.argv[1]); "
-         "print('ready', flush=True); time.sleep(300)", url], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        [sys.executable, "-c", "import sys, time; from stream.store.client import shared_store; "
+         "shared_store(sys.argv[1]); print('ready', flush=True); time.sleep(300)", url],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         out = _cli(["keys", "create"], env)

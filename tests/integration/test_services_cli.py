@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.services import LocalBroker, free_port, port_open
+from stream.cli.services import LocalBroker, free_port, port_open
 
 pytestmark = pytest.mark.integration
 

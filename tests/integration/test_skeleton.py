@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.settings import Settings
-from stream.topics import LOGICAL_TOPICS, broker_reachable, ensure_topics, partition_count
+from stream.worker.topics import LOGICAL_TOPICS, broker_reachable, ensure_topics, partition_count
 from tests.integration.helpers import eventually, http_answer, http_get, metric_value, read_topic, spawn
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def test_produce_and_consume_through_the_real_broker(settings: Settings) -
 
 async def test_broker_reachability_probe(settings: Settings) -> None:
     assert await broker_reachable(settings.bootstrap_servers)
-    from stream.services import free_port
+    from stream.cli.services import free_port
 
     assert not await broker_reachable(f"127.0.0.1:{free_port()}", timeout_ms=1000)
 
@@ -88,7 +88,7 @@ def test_api_health_reports_both_dependencies(settings: Settings, tmp_path: Path
 
 
 def test_api_health_degrades_when_the_broker_is_unreachable(settings: Settings, tmp_path: Path) -> None:
-    from stream.services import free_port
+    from stream.cli.services import free_port
 
     broken = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     api = spawn(["api", "--port", str(settings.api_port)], broken, tmp_path / "api.log")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from stream.services import LocalClickHouse
-from stream.store import MIGRATIONS, Store, StoreError
+from stream.cli.services import LocalClickHouse
+from stream.store.client import MIGRATIONS, Store, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_bad_statement_raises_store_error(any_store: Store) -> None:
 
 
 def test_unreachable_server_is_reported(unique: str) -> None:
-    from stream.services import free_port
+    from stream.cli.services import free_port
 
     with pytest.raises(Exception, match=r"(?i)connect|refused|failed"):
         Store.connect(f"http://127.0.0.1:{free_port()}/x_{unique}")

@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.config import ConfigRepository, ModelConfig
-from stream.services import LocalClickHouse, free_port
+from stream.cli.services import LocalClickHouse, free_port
+from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.validations import Validation
 from stream.settings import Settings
-from stream.store import Store
-from stream.topics import ensure_topics
-from stream.validations import Validation
+from stream.store.client import Store
+from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, http_get, metric_value, read_topic, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce, _window_counts
 

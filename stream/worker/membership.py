@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from stream.store import Store, StoreError
+from stream.store.client import Store, StoreError
 
 log = logging.getLogger(__name__)
 

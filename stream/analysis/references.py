@@ -2,9 +2,9 @@
 
 A reference profile comes from uploaded data (CSV, Parquet, Arrow file or stream, JSON records),
 profiled with `sketches.DatasetProfile` after mapping the columns to flattened names the way
-`driftline produce` does (`stream.cli_data.to_event_columns`: `in.*`/`out.*`/`gt.*`/`tag.*` kept,
+`driftline produce` does (`stream.events.files.to_event_columns`: `in.*`/`out.*`/`gt.*`/`tag.*` kept,
 other columns become `in.<name>` or `out.<name>` when listed as outputs), or from a time range of
-stored windows merged server-side (`stream.queries.rollup`). Rows live in the `reference_profiles`
+stored windows merged server-side (`stream.store.profiles.rollup`). Rows live in the `reference_profiles`
 table (migration 3); analyzers with a `Reference` baseline and drift against `?reference=` read them
 with `ReferenceStore.get_profile`.
 """
@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from sketches import DatasetProfile
-from stream import queries
-from stream.cli_data import DataError, to_event_columns
-from stream.decode import SECTIONS, EventError, flatten_event
-from stream.store import Store
+from stream.events.decode import SECTIONS, EventError, flatten_event
+from stream.events.files import DataError, to_event_columns
+from stream.store import profiles
+from stream.store.client import Store
 
 CSV = "text/csv"
 PARQUET = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
@@ -188,8 +188,8 @@ class ReferenceStore:
                                segment, profile.row_count, profile.summary())
         self.store.insert("reference_profiles", [[
             model, ref.profile_id, name, now, source,
-            None if start_ms is None else queries.ms_to_datetime(start_ms),
-            None if end_ms is None else queries.ms_to_datetime(end_ms), segment, profile.row_count,
+            None if start_ms is None else profiles.ms_to_datetime(start_ms),
+            None if end_ms is None else profiles.ms_to_datetime(end_ms), segment, profile.row_count,
             orjson.dumps(ref.summary, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
                          default=str).decode(),
             profile.to_bytes(), 0, time.time_ns()]], _COLUMNS)

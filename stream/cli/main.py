@@ -18,9 +18,8 @@ from urllib.parse import urlparse
 import httpx
 import typer
 
-from stream.cli_data import produce, profile
-from stream.demo import DEFAULT_STABLE_MINUTES
-from stream.services import (
+from stream.cli.demo import DEFAULT_STABLE_MINUTES
+from stream.cli.services import (
     LocalBroker,
     LocalClickHouse,
     RunInfo,
@@ -32,10 +31,11 @@ from stream.services import (
     remove_run_info,
     write_run_info,
 )
+from stream.events.files import produce, profile
 from stream.settings import STALLED_EXIT_CODE, Settings
 
 if TYPE_CHECKING:
-    from stream.store import Store
+    from stream.store.client import Store
 
 app = typer.Typer(help="Driftline: streaming data plane for ML model monitoring.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -133,7 +133,7 @@ def keys_create(scope: Annotated[str, typer.Option(help="admin or model:NAME")] 
 
     While `driftline run` holds the embedded store, the key is created through its API."""
     from api.keys import create_key, validate_scope
-    from stream.store import shared_store
+    from stream.store.client import shared_store
 
     try:
         validate_scope(scope)
@@ -174,9 +174,9 @@ def _start_worker(settings: Settings, loglevel: str) -> None:
     """Create topics, then run the Faust worker in this thread until it is stopped."""
     import faust
 
-    from stream.app import create_app
-    from stream.membership import evict_previous_member
-    from stream.topics import ensure_topics
+    from stream.worker.app import create_app
+    from stream.worker.membership import evict_previous_member
+    from stream.worker.topics import ensure_topics
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     faust_app = create_app(settings)
@@ -232,8 +232,8 @@ def demo(
         help="minutes of baseline data before drift starts")] = DEFAULT_STABLE_MINUTES,
 ) -> None:
     """Publish synthetic house-price events (with injected drift) to the events topic."""
-    from stream.demo import produce_demo, register_demo_model
-    from stream.store import shared_store
+    from stream.cli.demo import produce_demo, register_demo_model
+    from stream.store.client import shared_store
 
     settings = Settings.from_env()
     register_demo_model(shared_store(settings.clickhouse_url))
@@ -326,8 +326,8 @@ def run(
                 remove_run_info(data_dir)
         raise typer.Exit(code)
     from api.keys import create_key
-    from stream.demo import produce_demo, register_demo_model
-    from stream.store import shared_store
+    from stream.cli.demo import produce_demo, register_demo_model
+    from stream.store.client import shared_store
 
     settings = Settings.from_env()
     _check_port(host, port)

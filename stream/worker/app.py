@@ -18,16 +18,16 @@ import faust
 from faust.types import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream import metrics
+from stream import telemetry
 from stream.analysis.engine import analysis_tick
-from stream.decode import RawMessage
-from stream.delivery import BatchDeliveryApp, acknowledge, take_batches
-from stream.fetch_pacing import pace_empty_fetches
-from stream.membership import PeerWatch, group_members, leave_group, record_member
+from stream.events.decode import RawMessage
 from stream.settings import STALLED_EXIT_CODE, Settings
-from stream.store import StoreError, shared_store
-from stream.windows import key_partition
-from stream.worker import StreamWorker
+from stream.store.client import StoreError, shared_store
+from stream.worker.delivery import BatchDeliveryApp, acknowledge, take_batches
+from stream.worker.fetch_pacing import pace_empty_fetches
+from stream.worker.membership import PeerWatch, group_members, leave_group, record_member
+from stream.worker.step import StreamWorker
+from stream.worker.windows import key_partition
 
 log = logging.getLogger(__name__)
 ANALYSIS_PARTITION = 0  # the worker holding this events partition runs the analysis timer
@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
-        """Record our group member id so a successor can evict it if we die (stream/membership.py),
+        """Record our group member id so a successor can evict it if we die (stream/worker/membership.py),
         and beat at once: peers evict listed members without a recent heartbeat."""
         me = member_id()
         record_member(settings.data_dir, app.conf.id, me)
@@ -174,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
         for member in dead:
             log.warning("group member %s sent no heartbeat for %.0fs: evicting it", member, peers.timeout)
             if await leave_group(settings.bootstrap_servers, app.conf.id, member) == 0:
-                metrics.PEERS_EVICTED.inc()
+                telemetry.PEERS_EVICTED.inc()
 
     @app.timer(5.0)
     async def sample_lag() -> None:
@@ -185,7 +185,7 @@ def create_app(settings: Settings) -> faust.App:
         except Exception as exc:  # broker unreachable: keep the previous sample
             log.debug("lag sample failed: %s", exc)
             return
-        metrics.CONSUMER_LAG.clear()
+        telemetry.CONSUMER_LAG.clear()
         consumer: Any = app.consumer  # Faust keeps read/committed positions in (untyped) private maps
         total = 0
         for tp in tps:
@@ -193,7 +193,7 @@ def create_app(settings: Settings) -> faust.App:
             upcoming = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
             lag = max(0, ends[tp] - upcoming)
             total += lag
-            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(lag)
+            telemetry.CONSUMER_LAG.labels(partition=str(tp.partition)).set(lag)
         stalled = time.monotonic() - worker().last_progress
         if total and stalled > settings.stall_timeout_seconds:
             # Crash-only recovery: a consumer wedged after a broker outage does not come back by
@@ -221,10 +221,10 @@ def create_app(settings: Settings) -> faust.App:
     async def analyze() -> None:
         """WhyLabs analyzers + monitors, Arthur alert rules and Wallaroo assays, on one worker."""
         owner = runs_analysis()
-        metrics.ANALYSIS_OWNER.set(int(owner))
+        telemetry.ANALYSIS_OWNER.set(int(owner))
         if owner:
             await analysis_tick(worker().store, publish_as_owner, settings.topic("alerts"))
-            metrics.ANALYSIS_PASSES.inc()
+            telemetry.ANALYSIS_PASSES.inc()
 
     @app.timer(300.0)
     async def compact_days() -> None:

@@ -1,7 +1,7 @@
 """SQL of the analysis side: target batches from `profiles`, `analyzer_results`, `alerts`, and the
 analysis configuration (monitor documents, Arthur metrics and alert rules) in the `config` table.
 
-Tables (migration 2 in :mod:`stream.store`):
+Tables (migration 2 in :mod:`stream.store.client`):
 
 * ``analyzer_results`` — one row per (model, analyzer_id, segment, column, dataset_timestamp), whether
   anomalous or not, with the numbers that decided it (``details`` = :meth:`AnalyzerResult.to_dict`
@@ -29,9 +29,9 @@ import orjson
 from sketches import DatasetProfile
 from stream.analysis.analyzers import AnalyzerResult
 from stream.analysis.monitor_config import MonitorDocument, parse_document
-from stream.config import ConfigRepository
-from stream.queries import merge_blobs
-from stream.store import Store, Where
+from stream.config.models import ConfigRepository
+from stream.store.client import Store, Where
+from stream.store.profiles import merge_blobs
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -330,7 +330,7 @@ METRIC_KIND = "metric"
 class AnalysisConfig:
     """Monitor documents (kind ``monitor_config``, key ``""``), Arthur metrics (kind ``metric``, key =
     metric id) and alert rules (kind ``alert_rule``, key = rule id) in the `config` table, through
-    :class:`stream.config.ConfigRepository` (same versioning and soft deletes)."""
+    :class:`stream.config.models.ConfigRepository` (same versioning and soft deletes)."""
 
     def __init__(self, store: Store) -> None:
         self.repo = ConfigRepository(store)

@@ -35,10 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.assay import AssayBaseline, AssayStats, assay_status, score
-from stream import queries
 from stream.analysis.monitor_config import parse_duration
-from stream.config import ConfigRepository
-from stream.store import Store
+from stream.config.models import ConfigRepository
+from stream.store import profiles
+from stream.store.client import Store
 
 ASSAY_KIND = "assay"
 MAX_WINDOWS = 10_000
@@ -292,7 +292,7 @@ def build_baseline(store: Store, model: str, granularity: str, body: AssayBody) 
     else:
         assert body.baseline.start is not None and body.baseline.end is not None
         start_ms, end_ms = parse_ms(body.baseline.start), parse_ms(body.baseline.end)
-        merged = queries.rollup(store, model, granularity, start_ms, end_ms, "")
+        merged = profiles.rollup(store, model, granularity, start_ms, end_ms, "")
         col = pick_column(merged[""][1], column) if "" in merged else None
         if col is None or col.kll.is_empty():
             raise AssayError(f"no numeric values of {column!r} in the stored windows between "
@@ -441,8 +441,8 @@ class AssayRepository(ConfigRepository):
 
     def store_results(self, assay: Assay, results: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
-        rows = [[assay.id, assay.model, queries.ms_to_datetime(parse_ms(r["window_start"])),
-                 queries.ms_to_datetime(parse_ms(r["window_end"])), float(r["score"]), r["status"],
+        rows = [[assay.id, assay.model, profiles.ms_to_datetime(parse_ms(r["window_start"])),
+                 profiles.ms_to_datetime(parse_ms(r["window_end"])), float(r["score"]), r["status"],
                  orjson.dumps(r).decode(), now] for r in results]
         self.store.insert("assay_results", rows, _RESULT_COLUMNS)
 

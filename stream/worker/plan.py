@@ -18,11 +18,11 @@ import polars as pl
 
 from sketches import DatasetProfile
 from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
-from stream.config import ConfigSnapshot, ModelConfig
-from stream.decode import VALUE_PREFIXES
-from stream.row_filters import is_filter_segment, row_filter_expr
-from stream.validations import ANOMALY_COUNT_COLUMN, ValidationSet
-from stream.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
+from stream.config.models import ConfigSnapshot, ModelConfig
+from stream.config.row_filters import is_filter_segment, row_filter_expr
+from stream.config.validations import ANOMALY_COUNT_COLUMN, ValidationSet
+from stream.events.decode import VALUE_PREFIXES
+from stream.worker.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
 
 log = logging.getLogger(__name__)
 INTERNAL = ("__partition", "__offset", "__index", "__window_start", "__window_end")

@@ -28,6 +28,7 @@ ANALYSIS_PASSES = Counter("driftline_analysis_passes_total",
                           "Analysis passes run by this worker (while it owns partition 0 of the events topic)")
 ANALYSIS_OWNER = Gauge("driftline_analysis_owner", "1 while this worker owns the analysis (events partition 0)")
 PEERS_EVICTED = Counter("driftline_group_members_evicted_total",
-                        "Dead consumer-group members evicted by this worker (stream/membership.py)")
+                        "Dead consumer-group members evicted by this worker (stream/worker/membership.py)")
 OFFSET_HOLES = Counter("driftline_offset_holes_total",
-                       "Holes in a partition's offsets found before the agent and read again (stream/delivery.py)")
+                       "Holes in a partition's offsets found before the agent and read again "
+                       "(stream/worker/delivery.py)")

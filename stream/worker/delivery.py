@@ -42,7 +42,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 from mode import ServiceT
 
-from stream import metrics
+from stream import telemetry
 
 log = logging.getLogger(__name__)
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
@@ -238,7 +238,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             if verdict is Verdict.SEEK_BACK:
                 log.info("offsets %s..%d of %s went missing before the agent: reading them again",
                          expected, offset - 1, tp)
-                metrics.OFFSET_HOLES.inc()
+                telemetry.OFFSET_HOLES.inc()
                 self.request_seek(tp, cast(int, expected))
                 continue
             if verdict is Verdict.GAP:
@@ -264,7 +264,7 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         for tp in self.sequence.partitions():
             expected = self.sequence.next_offset(tp)
             if expected is not None and self._buffered.get(tp, -1) >= expected:
-                metrics.OFFSET_HOLES.inc()
+                telemetry.OFFSET_HOLES.inc()
                 self.request_seek(tp, expected)
 
     async def perform_seek(self) -> None:

@@ -114,7 +114,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (assay_id, window_start)""",
     ]),
     (4, [
-        # Whole-day merges of window profiles (stream/queries.py rollup): a long-range query merges
+        # Whole-day merges of window profiles (stream/store/profiles.py rollup): a long-range query merges
         # ~30 day profiles instead of ~720 hourly partition rows. `n`/`v` fingerprint the window rows
         # a day was merged from (count, sum of versions); a stale fingerprint is recomputed.
         """CREATE TABLE IF NOT EXISTS {db}.profile_rollups (
@@ -123,7 +123,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ) ENGINE = ReplacingMergeTree(written_at) ORDER BY (model, granularity, segment, day)""",
     ]),
     (5, [
-        # Worker heartbeats per consumer-group member (stream/membership.py): a member the broker
+        # Worker heartbeats per consumer-group member (stream/worker/membership.py): a member the broker
         # still lists without a recent heartbeat is evicted by a live peer. Old beats expire.
         """CREATE TABLE IF NOT EXISTS {db}.group_members (
             group_id String, member_id String, host String, pid UInt32, heartbeat DateTime64(3, 'UTC')

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from stream.decode import ARROW_STREAM, MODEL_NAME, NDJSON
+from stream.events.decode import ARROW_STREAM, MODEL_NAME, NDJSON
 from stream.settings import Settings
 
 commands = typer.Typer(help="Data commands: produce events from a file, profile a file offline.",
@@ -280,7 +280,7 @@ def produce(
 
     async def main() -> tuple[int, int]:
         if create_topics:
-            from stream.topics import ensure_topics
+            from stream.worker.topics import ensure_topics
 
             await ensure_topics(settings)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -29,10 +29,10 @@ import polars as pl
 from aiokafka import AIOKafkaProducer
 
 from sketches import DatasetProfile
-from stream.config import ConfigRepository, ModelConfig
-from stream.decode import flatten_event
-from stream.store import Store
-from stream.validations import Validation
+from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.validations import Validation
+from stream.events.decode import flatten_event
+from stream.store.client import Store
 
 CITIES = ["Boston", "Seattle", "Austin", "Denver"]
 DEMO_MODEL = "house-price"
@@ -110,10 +110,10 @@ def monitor_document(reference_id: str) -> dict[str, Any]:
 
 
 def _register_monitoring(store: Store, model: ModelConfig) -> None:
-    from stream import assays
+    from stream.analysis import assays
     from stream.analysis.monitor_config import parse_document
-    from stream.monitor_store import AlertRule, Metric, MonitoringRepository
-    from stream.references import ReferenceStore
+    from stream.analysis.references import ReferenceStore
+    from stream.store.rules import AlertRule, Metric, MonitoringRepository
 
     repo = MonitoringRepository(store)
     if repo.get_monitor_json(DEMO_MODEL) is None:

@@ -21,12 +21,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stream.row_filters import filter_segment, metric_filters
-from stream.store import Store
-from stream.validations import Validation, ValidationSet
+from stream.config.row_filters import filter_segment, metric_filters
+from stream.config.validations import Validation, ValidationSet
+from stream.store.client import Store
 
 log = logging.getLogger(__name__)
-# Config kind of Arthur custom metrics (written by stream.monitor_store; their filters are read here).
+# Config kind of Arthur custom metrics (written by stream.store.rules; their filters are read here).
 METRIC_KIND = "metric"
 
 MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from sketches import DatasetProfile, ProfileFormatError
-from stream.decode import Rejection
-from stream.pipeline import Due
-from stream.store import Store
-from stream.windows import WindowKey, WindowState
+from stream.events.decode import Rejection
+from stream.store.client import Store
+from stream.worker.plan import Due
+from stream.worker.windows import WindowKey, WindowState
 
 DEAD_LETTER_PAYLOAD_BYTES = 4096  # kept of a rejected event in the dead_letters table
 

@@ -27,8 +27,8 @@ import orjson
 import pyarrow as pa
 
 from sketches import ColumnProfile, DatasetProfile
-from stream.row_filters import FILTER_SEGMENT_PREFIX
-from stream.store import Store, Where
+from stream.config.row_filters import FILTER_SEGMENT_PREFIX
+from stream.store.client import Store, Where
 
 DAY_MS = 86_400_000
 INTERVALS: dict[str, str] = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
@@ -467,7 +467,7 @@ def event_known(store: Store, model: str, event_id: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# dead letters: rejected events (stream/worker.py `_dead_letter` → stream/sink.py)
+# dead letters: rejected events (stream/worker/step.py `_dead_letter` → stream/worker/sink.py)
 # ------------------------------------------------------------------------------------------------
 
 DEAD_LETTER_EXCERPT_BYTES = 1024
@@ -479,7 +479,7 @@ def list_dead_letters(store: Store, *, model: str | None = None, reason: str | N
     """(total matching, one page of dead letters, newest first). `model=""` selects the rejected
     events that name no model (undecodable ones). Rows carry `payload_excerpt` (the first
     `excerpt_bytes` bytes kept of the rejected input), `payload_bytes` (how many were kept, at most
-    `stream.sink.DEAD_LETTER_PAYLOAD_BYTES`) and `payload_truncated`."""
+    `stream.worker.sink.DEAD_LETTER_PAYLOAD_BYTES`) and `payload_truncated`."""
     where = Where().equals("model", "model", model).equals("reason", "reason", reason)
     where.time_range("received_at", start_ms, end_ms)
     table = store.table("dead_letters")

@@ -311,7 +311,7 @@ class LocalClickHouse:
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-c",
-             f"from stream.services import serve_clickhouse; serve_clickhouse({str(self.data_dir / 'data')!r})"],
+             f"from stream.cli.services import serve_clickhouse; serve_clickhouse({str(self.data_dir / 'data')!r})"],
             cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -27,8 +27,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stream.analysis.monitor_config import MonitorDocument, parse_document
-from stream.config import METRIC_KIND, ConfigRepository
-from stream.row_filters import RowFilter
+from stream.config.models import METRIC_KIND, ConfigRepository
+from stream.config.row_filters import RowFilter
 
 MONITOR_CONFIG_KIND = "monitor_config"
 ALERT_RULE_KIND = "alert_rule"

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from stream.decode import MAX_COLUMNS, MAX_LIST_ITEMS, MAX_STRING_CHARS, EventError, parse_timestamp
+from stream.events.decode import MAX_COLUMNS, MAX_LIST_ITEMS, MAX_STRING_CHARS, EventError, parse_timestamp
 
 NDJSON = "application/x-ndjson"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -109,7 +109,7 @@ def supported(content_type: str | None) -> bool:
 
 
 def _check_value(loc: tuple[str, ...], column: str, value: Any) -> None:
-    """What the worker accepts as a column value (stream.decode): a scalar or a list of scalars."""
+    """What the worker accepts as a column value (stream.events.decode): a scalar or a list of scalars."""
     kind = type(value)
     if kind in _PLAIN:
         return
@@ -135,7 +135,7 @@ def _check_value(loc: tuple[str, ...], column: str, value: Any) -> None:
 
 
 def _check_field(key: str, value: Any) -> None:
-    """The event fields as the worker reads them (stream.decode.flatten_event)."""
+    """The event fields as the worker reads them (stream.events.decode.flatten_event)."""
     if value is None:
         return
     if key == "timestamp":
@@ -333,7 +333,7 @@ def _iso_column(text: pa.Array) -> bool:
 
 
 def _check_arrow(table: pa.Table) -> None:
-    """Vectorized checks of what the worker would reject or silently replace (stream.decode._arrow_frame):
+    """Vectorized checks of what the worker would reject or silently replace (stream.events.decode._arrow_frame):
     the column count, a timestamp column of a type it cannot read or with values out of range or not
     ISO-8601, event fields of a nested type."""
     if table.num_columns > MAX_COLUMNS:

@@ -1,6 +1,6 @@
 """The worker's stateful step: config refresh, batch processing, flushing, dead letters.
 
-`StreamWorker` owns no Kafka or Faust objects of its own: the Faust app (stream/app.py) hands it
+`StreamWorker` owns no Kafka or Faust objects of its own: the Faust app (stream/worker/app.py) hands it
 raw messages and a table, and gives it functions to publish side outputs. That keeps the data flow
 readable here and the framework wiring there.
 """
@@ -13,14 +13,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TypeVar
 
-from stream import metrics, queries
-from stream.config import ConfigRepository, ConfigSnapshot, ModelConfig
-from stream.decode import RawMessage, Rejection, decode_messages
-from stream.pipeline import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
+from stream import telemetry
+from stream.config.models import ConfigRepository, ConfigSnapshot, ModelConfig
+from stream.events.decode import RawMessage, Rejection, decode_messages
 from stream.settings import Settings
-from stream.sink import Sink
-from stream.store import Store, StoreError
-from stream.windows import WindowKey
+from stream.store import profiles
+from stream.store.client import Store, StoreError
+from stream.worker.plan import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
+from stream.worker.sink import Sink
+from stream.worker.windows import WindowKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +76,7 @@ class StreamWorker:
     # -- the batch step ------------------------------------------------------------------------
     async def process(self, messages: list[RawMessage]) -> None:
         """decode → dead-letter the bad → profile the good into window states → publish anomalies."""
-        metrics.EVENTS_CONSUMED.inc(len(messages))
+        telemetry.EVENTS_CONSUMED.inc(len(messages))
         self.last_progress = time.monotonic()
         # Delivery hands each partition's offsets over in order, but a sequence restarts at the
         # committed offset when a rebalance ends; a batch gathered across one (a rebalance that gave
@@ -105,31 +106,31 @@ class StreamWorker:
             for model, errors in plan.validation_errors.items():
                 for name, error in errors.items():  # the batch still counts; the validation is all-False
                     log.warning("validation %s of model %s failed on this batch: %s", name, model, error)
-                    metrics.VALIDATION_ERRORS.labels(model=model, validation=name).inc()
+                    telemetry.VALIDATION_ERRORS.labels(model=model, validation=name).inc()
             missing = {g.key for g in plan.groups
                        if self.windows.get(g.key.encode()) is None and self.windows.may_be_stored(g.key)}
             loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}
             applied = apply_plan(self.windows, plan, self.snapshot, loaded)
             for model, count in frame.get_column("model").value_counts().rows() if frame.height else []:
-                metrics.EVENTS_DECODED.labels(model=model).inc(count)
+                telemetry.EVENTS_DECODED.labels(model=model).inc(count)
                 state = self.snapshot.models.get(model)
                 if state is not None and len(state.validations):
-                    metrics.VALIDATIONS_EVALUATED.labels(model=model).inc(count * len(state.validations))
-            metrics.LATE_EVENTS.inc(applied.late)
-            metrics.REPLAYED_SKIPPED.inc(applied.skipped_replayed)
+                    telemetry.VALIDATIONS_EVALUATED.labels(model=model).inc(count * len(state.validations))
+            telemetry.LATE_EVENTS.inc(applied.late)
+            telemetry.REPLAYED_SKIPPED.inc(applied.skipped_replayed)
             anomalies = applied.new_anomalies(plan)
             if anomalies:
                 await self._retry(lambda: self.sink.write_anomalies(anomalies))
                 for record in anomalies:
                     await self.publish(self.settings.topic("anomalies"), record["model"].encode(),
                                        anomaly_message(record), {})
-                metrics.ANOMALIES.inc(len(anomalies))
+                telemetry.ANOMALIES.inc(len(anomalies))
 
     async def _dead_letter(self, rejections: list[Rejection]) -> None:
         if not rejections:
             return
         for r in rejections:
-            metrics.EVENTS_REJECTED.labels(reason=r.reason).inc()
+            telemetry.EVENTS_REJECTED.labels(reason=r.reason).inc()
             headers = {"error": f"{r.reason}: {r.detail}"[:1000].encode(),
                        "source-topic": self.sink.source_topic.encode(),
                        "source-partition": str(r.message.partition).encode(),
@@ -146,7 +147,7 @@ class StreamWorker:
                 return await asyncio.to_thread(call)
             except StoreError as exc:
                 attempt += 1
-                metrics.STORE_ERRORS.inc()
+                telemetry.STORE_ERRORS.inc()
                 if attempts is not None and attempt >= attempts:
                     raise
                 log.warning("store unavailable (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
@@ -159,7 +160,7 @@ class StreamWorker:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         for state in list(self.snapshot.models.values()):
             try:
-                await asyncio.to_thread(queries.compact_days, self.store, state.model.name,
+                await asyncio.to_thread(profiles.compact_days, self.store, state.model.name,
                                         state.model.granularity, now_ms)
             except StoreError as exc:
                 log.warning("day compaction of %s failed (retried later): %s", state.model.name, exc)
@@ -180,11 +181,11 @@ class StreamWorker:
             try:
                 written = await asyncio.to_thread(self.sink.write_windows, due)
             except StoreError as exc:
-                metrics.STORE_ERRORS.inc()
+                telemetry.STORE_ERRORS.inc()
                 log.warning("flush failed, windows stay in memory and are retried: %s", exc)
                 return 0
-            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-            metrics.ROWS_WRITTEN.labels(table="profiles").inc(written)
+            telemetry.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            telemetry.ROWS_WRITTEN.labels(table="profiles").inc(written)
             for item in due:
                 text = item.key.encode()
                 if item.close:
@@ -197,5 +198,5 @@ class StreamWorker:
 
     def _gauge_open(self, partitions: Iterable[int] | None) -> None:
         keys = [WindowKey.decode(k) for k in self.windows.window_keys(partitions)]
-        metrics.OPEN_WINDOWS.set(len(keys))
-        metrics.OPEN_SEGMENTS.set(len({(k.model, k.segment) for k in keys}))
+        telemetry.OPEN_WINDOWS.set(len(keys))
+        telemetry.OPEN_SEGMENTS.set(len({(k.model, k.segment) for k in keys}))

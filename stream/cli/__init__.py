@@ -1,0 +1,1 @@
+"""The `driftline` command line (entry points; the only part of `stream` that may import `api`)."""
