@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.keys import ApiKey, verify_key
-from stream.analysis.references import ReferenceStore
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.settings import Settings
 from stream.store.client import Store, shared_store
+from stream.store.config import ConfigRepository
+from stream.store.keys import ApiKey, verify_key
+from stream.store.references import ReferenceStore
 
 _bearer = HTTPBearer(auto_error=False)
 MAX_PAGE_SIZE = 1000

@@ -187,10 +187,10 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from api.keys import create_key
     from stream.cli.services import LocalBroker, LocalClickHouse, free_port
     from stream.settings import Settings
     from stream.store.client import Store
+    from stream.store.keys import create_key
 
     with tempfile.TemporaryDirectory(prefix="driftline-api-load-") as tmp:
         broker = LocalBroker(Path(tmp) / "broker", port=free_port())

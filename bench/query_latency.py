@@ -1,4 +1,4 @@
-"""Query latency: merged profile over 720 hourly windows x 20 columns through the API (SPEC §12).
+"""Query latency: merged profile over 720 hourly windows x 20 columns through the API (docs/benchmarks.md).
 
 Loads 720 hourly windows (20 columns: 16 numeric, 4 string; `--partitions` rows per window, as the
 worker writes one row per source partition) into a fresh embedded chDB store, then times
@@ -27,13 +27,14 @@ import numpy as np
 import orjson
 import polars as pl
 
-from api.keys import create_key
 from api.main import create_app
 from sketches import DatasetProfile
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.settings import Settings
 from stream.store import profiles
 from stream.store.client import shared_store
+from stream.store.config import ConfigRepository
+from stream.store.keys import create_key
 
 COLUMNS = ["model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
            "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",

@@ -1,4 +1,4 @@
-"""Stream throughput: one `driftline worker` process, local broker and embedded store (SPEC §12).
+"""Stream throughput: one `driftline worker` process, local broker and embedded store (docs/benchmarks.md).
 
 Starts a fresh noida-db broker per scenario (free port, temporary data dir); the worker uses an embedded
 chDB store (`chdb://<tmp>/store`) and registers the unknown model with defaults. Two scenarios:

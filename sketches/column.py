@@ -41,7 +41,7 @@ from sketches.errors import ProfileFormatError
 from sketches.moments import Moments
 from sketches.serialization import COLUMN_MAGIC, decode_sketch, field, pack, unpack
 
-__all__ = ["QUANTILES", "TYPES", "ColumnProfile"]
+__all__ = ["QUANTILES", "TYPES", "ColumnMerger", "ColumnProfile"]
 
 TYPES: tuple[str, ...] = ("integral", "fractional", "bool", "string", "other")
 QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -188,27 +188,30 @@ class ColumnProfile:
     # ------------------------------------------------------------------ merging
     def merge(self, other: ColumnProfile) -> ColumnProfile:
         """Return a new profile combining ``self`` and ``other`` (operands unchanged)."""
-        out = ColumnProfile(self.kll_k, self.hll_lg_k, self.fi_lg_max_k)
-        out.count = self.count + other.count
-        out.null_count = self.null_count + other.null_count
-        out.nan_count = self.nan_count + other.nan_count
-        out.inf_count = self.inf_count + other.inf_count
-        out.type_counts = {t: self.type_counts[t] + other.type_counts[t] for t in TYPES}
-        out.moments = self.moments.merge(other.moments)
-        mins = [v for v in (self.min, other.min) if v is not None]
-        maxs = [v for v in (self.max, other.max) if v is not None]
-        out.min = min(mins) if mins else None
-        out.max = max(maxs) if maxs else None
-        out.kll.merge(self.kll)
-        out.kll.merge(other.kll)
-        union = ds.hll_union(max(self.hll_lg_k, other.hll_lg_k))
-        union.update(self.hll)
-        union.update(other.hll)
-        out.hll = union.get_result(_HLL_TYPE)
-        out.fi.merge(self.fi)
-        out.fi.merge(other.fi)
-        out.fi_dropped = self.fi_dropped + other.fi_dropped
-        return out
+        merger = ColumnMerger(self, max(self.hll_lg_k, other.hll_lg_k))
+        merger.add(self)
+        merger.add(other)
+        return merger.result()
+
+    @classmethod
+    def merge_many(cls, profiles: Sequence[ColumnProfile]) -> ColumnProfile:
+        """One new profile combining every one of ``profiles`` (operands unchanged; none → empty).
+
+        Merges through one :class:`ColumnMerger`, so hundreds of operands allocate one profile
+        instead of one per pair.
+
+        >>> a, b = ColumnProfile(), ColumnProfile()
+        >>> a.track([1.0, 2.0]); b.track([None, 5.0])
+        >>> m = ColumnProfile.merge_many([a, b, a])
+        >>> m.count, m.null_count, m.min, m.max, m.mean
+        (6, 1, 1.0, 5.0, 2.2)
+        """
+        if not profiles:
+            return cls()
+        merger = ColumnMerger(profiles[0], max(p.hll_lg_k for p in profiles))
+        for p in profiles:
+            merger.add(p)
+        return merger.result()
 
     # ------------------------------------------------------------------ getters
     @property
@@ -398,3 +401,59 @@ class ColumnProfile:
 
     def __repr__(self) -> str:
         return f"ColumnProfile(count={self.count}, type={self.inferred_type!r})"
+
+
+class ColumnMerger:
+    """A many-way merge of column profiles in progress: the one place where columns are merged.
+
+    Operands are added one at a time into a single KLL, HLL union and frequent-items sketch (no
+    new profile per operand); :meth:`result` gives the merged profile. Sketch sizes are those of
+    ``first``, the HLL union's is ``hll_lg_k`` (the largest of the operands). Every attribute of a
+    profile is combined here — the names are in ``MERGED_FIELDS``, checked against
+    ``ColumnProfile.__init__`` at import — so a field added to the profile cannot be left out of
+    merges silently.
+
+    >>> a = ColumnProfile(); a.track([1, 2, 2])
+    >>> merger = ColumnMerger(a, a.hll_lg_k)
+    >>> merger.add(a); merger.add(a)
+    >>> merger.result().frequent_items()
+    [('2', 4), ('1', 2)]
+    """
+
+    MERGED_FIELDS = frozenset({
+        "kll_k", "hll_lg_k", "fi_lg_max_k",  # the first operand's
+        "count", "null_count", "nan_count", "inf_count", "type_counts", "moments", "min", "max", "kll", "hll", "fi",
+        "fi_dropped",
+    })
+
+    def __init__(self, first: ColumnProfile, hll_lg_k: int) -> None:
+        self.out = ColumnProfile(first.kll_k, first.hll_lg_k, first.fi_lg_max_k)
+        self.union = ds.hll_union(hll_lg_k)
+
+    def add(self, p: ColumnProfile) -> None:
+        o = self.out
+        o.count += p.count
+        o.null_count += p.null_count
+        o.nan_count += p.nan_count
+        o.inf_count += p.inf_count
+        for t, n in p.type_counts.items():
+            o.type_counts[t] += n
+        o.moments = o.moments.merge(p.moments)
+        if p.min is not None:
+            o.min = p.min if o.min is None else min(o.min, p.min)
+        if p.max is not None:
+            o.max = p.max if o.max is None else max(o.max, p.max)
+        o.kll.merge(p.kll)
+        self.union.update(p.hll)
+        o.fi.merge(p.fi)
+        o.fi_dropped += p.fi_dropped
+
+    def result(self) -> ColumnProfile:
+        """The merged profile (call once, after the last :meth:`add`)."""
+        self.out.hll = self.union.get_result(_HLL_TYPE)
+        return self.out
+
+
+_UNMERGED = set(vars(ColumnProfile())) ^ ColumnMerger.MERGED_FIELDS
+if _UNMERGED:  # a field added to the profile must be merged (and serialized) too
+    raise TypeError(f"ColumnMerger does not combine {sorted(_UNMERGED)}")

@@ -22,16 +22,15 @@ four prefixes) are metadata and are not profiled.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeAlias
 
 import polars as pl
 import pyarrow as pa
 
-from sketches.column import ColumnProfile
+from sketches.column import ColumnMerger, ColumnProfile
 from sketches.errors import ProfileFormatError
 from sketches.performance import ClassificationMetrics, RegressionMetrics
 from sketches.serialization import DATASET_MAGIC, field, pack, unpack
@@ -63,6 +62,25 @@ def to_polars(batch: Batch) -> pl.DataFrame:
                 exprs.append(pl.col(name))
         df = df.select(exprs)
     return df
+
+
+def _merge_performance(profiles: Sequence[DatasetProfile]) -> dict[str, Metric]:
+    """Performance accumulators of every ``gt.X`` any of ``profiles`` has, merged (new objects)."""
+    by_target: dict[str, list[Metric]] = {}
+    for p in profiles:
+        for target, metric in p.performance.items():
+            by_target.setdefault(target, []).append(metric)
+    out: dict[str, Metric] = {}
+    for target, metrics in by_target.items():
+        first = metrics[0]
+        other = next((m for m in metrics if type(m) is not type(first)), None)
+        if other is not None:
+            raise ValueError(f"cannot merge performance of {target!r}: {first.kind} vs {other.kind}")
+        merged = first.merge(type(first)())  # type: ignore[arg-type]  # a copy: operands stay unchanged
+        for m in metrics[1:]:
+            merged = merged.merge(m)  # type: ignore[arg-type]
+        out[target] = merged
+    return out
 
 
 def _is_profiled(name: str) -> bool:
@@ -214,53 +232,61 @@ class DatasetProfile:
         self.failed_events += int(failed_events if failed_events is not None else max(failures.values(), default=0))
 
     # ------------------------------------------------------------------ merging
-    def _empty_like(self, other: DatasetProfile | None = None) -> DatasetProfile:
-        out = DatasetProfile(
-            self.kll_k,
-            self.hll_lg_k,
-            self.fi_lg_max_k,
-            self.list_elements,
-            self.performance_config,
-            self.score_threshold,
-            self.max_workers,
-        )
-        if other is not None:
-            out.list_elements = self.list_elements | other.list_elements
-            out.performance_config = other.performance_config | self.performance_config
-        return out
-
     def merge(self, other: DatasetProfile) -> DatasetProfile:
         """New profile combining both operands (associative, commutative; operands unchanged)."""
-        out = self._empty_like(other)
-        out.row_count = self.row_count + other.row_count
-        for name in sorted(set(self.columns) | set(other.columns)):
-            a, b = self.columns.get(name), other.columns.get(name)
-            out.columns[name] = (a or out._new_column()).merge(b or out._new_column())
-        out.latency = self.latency.merge(other.latency)
-        for k in set(self.validation_failures) | set(other.validation_failures):
-            out.validation_failures[k] = self.validation_failures.get(k, 0) + other.validation_failures.get(k, 0)
-        out.failed_events = self.failed_events + other.failed_events
-        for k in set(self.performance) | set(other.performance):
-            pa_, pb = self.performance.get(k), other.performance.get(k)
-            if pa_ is None or pb is None:
-                src = pa_ or pb
-                assert src is not None
-                out.performance[k] = src.merge(type(src)())  # type: ignore[arg-type]
-            elif type(pa_) is type(pb):
-                out.performance[k] = pa_.merge(pb)  # type: ignore[arg-type]
-            else:
-                raise ValueError(f"cannot merge performance of {k!r}: {pa_.kind} vs {pb.kind}")
-        return out
+        return DatasetProfile.merge_many((self, other))
 
     @classmethod
     def merge_all(cls, profiles: Iterable[DatasetProfile]) -> DatasetProfile:
         """Merge any number of profiles; an empty iterable gives an empty profile."""
-        items = list(profiles)
-        if not items:
+        return cls.merge_many(list(profiles))
+
+    @classmethod
+    def merge_many(cls, profiles: Sequence[DatasetProfile]) -> DatasetProfile:
+        """One new profile combining every one of ``profiles`` (operands unchanged; none → empty).
+
+        Each column is merged by one :class:`~sketches.column.ColumnMerger` over all the operands
+        that have it, which is what makes merging hundreds of windows fast. Sketch sizes, score
+        threshold and worker count are the first operand's; list-element columns are the union, and
+        a performance problem type set by several operands is the first one's. Every attribute is
+        combined here: the names are in ``_MERGED_FIELDS``, checked against ``__init__`` at import,
+        so a field added later cannot be left out of merges silently.
+
+        >>> import polars as pl
+        >>> a, b = DatasetProfile(), DatasetProfile()
+        >>> a.track(pl.DataFrame({"in.x": [1.0, 2.0]})); b.track(pl.DataFrame({"in.x": [3.0], "in.y": ["u"]}))
+        >>> m = DatasetProfile.merge_many([a, b, b])
+        >>> m.row_count, sorted(m.columns), m.columns["in.x"].count
+        (4, ['in.x', 'in.y'], 4)
+        """
+        if not profiles:
             return cls()
-        if len(items) == 1:
-            return items[0].merge(items[0]._empty_like())
-        return functools.reduce(lambda a, b: a.merge(b), items)
+        first = profiles[0]
+        out = cls(first.kll_k, first.hll_lg_k, first.fi_lg_max_k,
+                  frozenset().union(*(p.list_elements for p in profiles)),
+                  {k: v for p in reversed(profiles) for k, v in p.performance_config.items()},
+                  first.score_threshold, first.max_workers)
+        hll_lg_k: dict[str, int] = {}  # per column, the largest HLL of the operands (the union's size)
+        for p in profiles:
+            for name, col in p.columns.items():
+                hll_lg_k[name] = max(hll_lg_k.get(name, 0), col.hll_lg_k)
+        columns: dict[str, ColumnMerger] = {}
+        # Profile by profile, not column by column: a profile's columns sit together in memory
+        # (decoded together), which makes merging 720 windows a fifth faster.
+        for p in profiles:
+            out.row_count += p.row_count
+            for name, col in p.columns.items():
+                merger = columns.get(name)
+                if merger is None:
+                    merger = columns[name] = ColumnMerger(col, hll_lg_k[name])
+                merger.add(col)
+            for k, v in p.validation_failures.items():
+                out.validation_failures[k] = out.validation_failures.get(k, 0) + v
+            out.failed_events += p.failed_events
+        out.columns = {name: columns[name].result() for name in sorted(columns)}
+        out.latency = ColumnProfile.merge_many([p.latency for p in profiles])
+        out.performance = _merge_performance(profiles)
+        return out
 
     # ------------------------------------------------------------------ getters
     def performance_summary(self) -> dict[str, dict[str, Any]]:
@@ -364,3 +390,13 @@ class DatasetProfile:
 
     def __repr__(self) -> str:
         return f"DatasetProfile(rows={self.row_count}, columns={len(self.columns)})"
+
+
+# The attributes `DatasetProfile.merge_many` combines.
+_MERGED_FIELDS = frozenset({
+    "max_workers", "kll_k", "hll_lg_k", "fi_lg_max_k", "list_elements", "performance_config", "score_threshold",
+    "row_count", "columns", "latency", "validation_failures", "failed_events", "performance",
+})
+_UNMERGED = set(vars(DatasetProfile())) ^ _MERGED_FIELDS
+if _UNMERGED:  # a field added to the profile must be merged (and serialized) too
+    raise TypeError(f"DatasetProfile.merge_many does not combine {sorted(_UNMERGED)}")

@@ -1,4 +1,4 @@
-"""Drift distances on probability vectors and on column profiles (SPEC §8, WhyLabs conventions).
+"""Drift distances on probability vectors and on column profiles (WhyLabs conventions; docs/alerts.md#drift-distances).
 
 * ``hellinger(p, q) = sqrt(sum((sqrt p - sqrt q)^2)) / sqrt 2``
 * ``kl_divergence`` and ``psi`` clip p and q to [1e-7, 1] first; ``kl = sum p ln(p/q)``,

@@ -1,4 +1,4 @@
-"""Runtime settings, read from the environment (SPEC §10).
+"""Runtime settings, read from the environment (docs/configuration.md).
 
 >>> s = Settings.from_env({"DRIFTLINE_DATA_DIR": "/tmp/dl"})
 >>> s.clickhouse_url

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker (served on the Faust web port at /metrics)."""
+"""Prometheus counters and gauges of the worker, served on the Faust web port at /metrics (elsewhere in
+Driftline, "metrics" are Arthur metrics)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 

@@ -1,4 +1,4 @@
-"""`driftline produce` and `driftline profile` (stream/events/files.py): column mapping, timestamps,
+"""`driftline produce` and `driftline profile` (stream/cli/data.py, stream/events/files.py): column mapping, timestamps,
 offline profile numbers, and produce → a real broker → consumed back and decoded by the worker's decoder."""
 
 from __future__ import annotations
@@ -13,16 +13,10 @@ import pytest
 from aiokafka import ConsumerRecord
 from typer.testing import CliRunner
 
-from stream.events.decode import ARROW_STREAM, NDJSON, RawMessage, decode_messages
-from stream.events.files import (
-    DataError,
-    WireFormat,
-    commands,
-    encode_batches,
-    read_frame,
-    timestamps_ms,
-    to_event_columns,
-)
+from stream.cli.data import commands
+from stream.events.decode import RawMessage, decode_messages
+from stream.events.files import DataError, WireFormat, encode_batches, read_frame, timestamps_ms, to_event_columns
+from stream.events.schema import ARROW_STREAM, NDJSON
 from stream.settings import Settings
 from tests.integration.helpers import read_topic
 

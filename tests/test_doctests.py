@@ -1,29 +1,22 @@
-"""Run the runnable examples in the docstrings."""
+"""Run the runnable examples in the docstrings of every module of the product."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
-MODULES = [
-    "api.keys",
-    "sketches",
-    "sketches.assay",
-    "sketches.column",
-    "sketches.dataset",
-    "sketches.drift",
-    "sketches.errors",
-    "sketches.moments",
-    "sketches.performance",
-    "sketches.segments",
-    "sketches.serialization",
-    "stream.worker.delivery",
-    "stream.worker.membership",
-    "stream.worker.plan",
-    "stream.config.row_filters",
-]
+import api
+import sketches
+import stream
+
+MODULES = ["sketches", *sorted(
+    m.name for package in (sketches, stream, api)
+    for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+    if not m.name.endswith("__main__")  # running it would start the CLI
+)]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,11 +10,12 @@ import orjson
 import polars as pl
 import pytest
 
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.config.validations import Validation
 from stream.events.decode import RawMessage
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
 from stream.worker.step import StreamWorker
 
 HOUR = 3_600_000

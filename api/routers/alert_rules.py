@@ -21,18 +21,11 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from api.deps import existing_model, get_store, pagination
-from stream.analysis.references import ReferenceStore
+from stream.analysis.rule_config import AlertRule, AlertRuleBody, AlertRulePatch, Metric, MetricBody, unknown_columns
 from stream.config.models import ModelConfig
 from stream.store.client import Store
-from stream.store.rules import (
-    AlertRule,
-    AlertRuleBody,
-    AlertRulePatch,
-    Metric,
-    MetricBody,
-    MonitoringRepository,
-    unknown_columns,
-)
+from stream.store.references import ReferenceStore
+from stream.store.rules import MonitoringRepository
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["alert rules"])
 

@@ -13,7 +13,7 @@ from api.deps import existing_model, get_store, pagination
 from api.params import iso, parse_time
 from api.schemas import AnomalyPage, CountOut, CountsOut
 from stream.config.models import ModelConfig
-from stream.store import profiles
+from stream.store import anomalies as anomaly_log  # the routes `anomalies`, `validation_counts` take the names
 from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["anomalies"])
@@ -27,8 +27,8 @@ def _page(config: ModelConfig, store: Store, paging: tuple[int, int], start: str
           segment: str | None, validation: str | None) -> AnomalyPage:
     page, page_size = paging
     start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
-    total, rows = profiles.list_anomalies(store, config.name, start_ms=start_ms, end_ms=end_ms, segment=segment,
-                                         validation=validation, limit=page_size, offset=(page - 1) * page_size)
+    total, rows = anomaly_log.list_anomalies(store, config.name, start_ms=start_ms, end_ms=end_ms, segment=segment,
+                                             validation=validation, limit=page_size, offset=(page - 1) * page_size)
     return AnomalyPage(items=[anomaly_out(r) for r in rows], page=page, page_size=page_size, total=total)
 
 
@@ -64,8 +64,8 @@ def validation_counts(request: Request, config: Annotated[ModelConfig, Depends(e
     start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise HTTPException(422, "start must be before end")
-    rows = profiles.validation_counts(store, config.name, interval, start_ms=start_ms, end_ms=end_ms,
-                                     segment=segment, validation=validation)
+    rows = anomaly_log.validation_counts(store, config.name, interval, start_ms=start_ms, end_ms=end_ms,
+                                         segment=segment, validation=validation)
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
         buf = io.StringIO()

@@ -21,14 +21,15 @@ from stream.analysis.assays import (
     Assay,
     AssayBody,
     AssayError,
-    AssayRepository,
     FrozenBaseline,
     Summarizer,
     WindowSpec,
     assay_view,
 )
-from stream.config.models import GRANULARITY_MS, ConfigRepository, ModelConfig
+from stream.config.models import GRANULARITY_MS, ModelConfig
+from stream.store.assays import AssayRepository
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
 
 model_router = APIRouter(prefix="/v1/models/{model}/assays", tags=["assays"])
 assay_router = APIRouter(prefix="/v1/assays", tags=["assays"])

@@ -18,10 +18,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from api.deps import get_store, model_access, pagination, require_admin
-from api.keys import ApiKey
 from api.params import iso, parse_time
-from stream.store import profiles
+from stream.store import anomalies
 from stream.store.client import Store
+from stream.store.keys import ApiKey
 
 router = APIRouter(tags=["dead letters"])
 
@@ -45,7 +45,7 @@ class DeadLetter(BaseModel):
     detail: str
     source: DeadLetterSource
     payload_excerpt: str = Field(
-        description=f"the first {profiles.DEAD_LETTER_EXCERPT_BYTES} bytes of the rejected input (UTF-8, invalid "
+        description=f"the first {anomalies.DEAD_LETTER_EXCERPT_BYTES} bytes of the rejected input (UTF-8, invalid "
                     "bytes replaced); the whole input is on the DLQ topic, found by its source-partition / "
                     "source-offset headers")
     payload_bytes: int = Field(description="bytes of the input kept in the store (at most 4096)")
@@ -74,8 +74,8 @@ def _page(store: Store, paging: tuple[int, int], model: str | None, reason: str 
     start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise HTTPException(422, "start must be before end")
-    total, rows = profiles.list_dead_letters(store, model=model, reason=reason, start_ms=start_ms, end_ms=end_ms,
-                                            limit=page_size, offset=(page - 1) * page_size)
+    total, rows = anomalies.list_dead_letters(store, model=model, reason=reason, start_ms=start_ms, end_ms=end_ms,
+                                             limit=page_size, offset=(page - 1) * page_size)
     return DeadLetterPage(items=[_out(r) for r in rows], page=page, page_size=page_size, total=total)
 
 

@@ -15,6 +15,7 @@ from api.deps import existing_model, get_settings
 from api.schemas import Accepted, Event, FlatEvent
 from stream.config.models import ModelConfig
 from stream.events import ingest
+from stream.events.schema import ARROW_FILE, ARROW_STREAM, JSON, NDJSON
 from stream.settings import Settings
 from stream.worker.topics import ensure_topics
 
@@ -94,18 +95,18 @@ REQUEST_BODY: dict[str, Any] = {
                    "timestamp, an object as a value, a model other than the path's, ...) is answered with 422 "
                    "naming its index and field, and nothing of the request is written.",
     "content": {
-        ingest.JSON: {"schema": {"anyOf": [{"type": "array", "items": _ANY_EVENT}, _ANY_EVENT]},
-                      "examples": {"nested": {"summary": "nested events", "value": _NESTED_EXAMPLE},
-                                   "flat": {"summary": "flat records", "value": _FLAT_EXAMPLE}}},
-        f"{ingest.JSON}; format=pandas-records": {
+        JSON: {"schema": {"anyOf": [{"type": "array", "items": _ANY_EVENT}, _ANY_EVENT]},
+               "examples": {"nested": {"summary": "nested events", "value": _NESTED_EXAMPLE},
+                            "flat": {"summary": "flat records", "value": _FLAT_EXAMPLE}}},
+        f"{JSON}; format=pandas-records": {
             "schema": {"type": "array", "items": _ANY_EVENT},
             "examples": {"records": {"summary": "pandas `to_dict(orient='records')`", "value": _FLAT_EXAMPLE}}},
-        ingest.NDJSON: {"schema": {"type": "string", "description": "one event (`Event` or `FlatEvent`) per line"},
-                        "x-item-schema": _ANY_EVENT,
-                        "examples": {"lines": {"summary": "one event per line", "value": "\n".join(
-                            orjson.dumps(e).decode() for e in [*_NESTED_EXAMPLE, *_FLAT_EXAMPLE])}}},
-        ingest.ARROW_FILE: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="file")}},
-        ingest.ARROW_STREAM: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="stream")}},
+        NDJSON: {"schema": {"type": "string", "description": "one event (`Event` or `FlatEvent`) per line"},
+                 "x-item-schema": _ANY_EVENT,
+                 "examples": {"lines": {"summary": "one event per line", "value": "\n".join(
+                     orjson.dumps(e).decode() for e in [*_NESTED_EXAMPLE, *_FLAT_EXAMPLE])}}},
+        ARROW_FILE: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="file")}},
+        ARROW_STREAM: {"schema": {**_ARROW, "description": _ARROW["description"].format(kind="stream")}},
     },
 }
 assert set(REQUEST_BODY["content"]) == set(ingest.ACCEPTED)

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import get_store, require_admin
-from api.keys import ApiKey, create_key, key_id_of, validate_scope
 from stream.store.client import Store
+from stream.store.keys import ApiKey, create_key, key_id_of, validate_scope
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

@@ -18,8 +18,9 @@ from api.deps import (
     require_key,
 )
 from api.schemas import ModelBody, ModelCreate, ModelOut, ModelPage, Tags
-from stream.analysis.references import ReferenceStore
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
+from stream.store.config import ConfigRepository
+from stream.store.references import ReferenceStore
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

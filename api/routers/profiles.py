@@ -19,10 +19,10 @@ from api.schemas import (
 )
 from sketches import DatasetProfile
 from sketches.drift import column_drift
-from stream.analysis.references import ReferenceStore
 from stream.config.models import GRANULARITY_MS, Granularity, ModelConfig
 from stream.store import profiles
 from stream.store.client import Store
+from stream.store.references import ReferenceStore
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["profiles"])
 

@@ -20,10 +20,12 @@ from starlette.datastructures import UploadFile
 from api.deps import existing_model, get_references, get_store
 from api.params import time_range
 from api.routers.events import _read_body, max_body_bytes
-from stream.analysis.references import JSON, UPLOAD_TYPES, ReferenceStore, UploadError, media_type, profile_upload
+from stream.analysis.references import UPLOAD_TYPES, UploadError, media_type, profile_upload
 from stream.config.models import ModelConfig
+from stream.events.schema import JSON
 from stream.store import profiles
 from stream.store.client import Store
+from stream.store.references import ReferenceStore
 
 router = APIRouter(prefix="/v1/models/{model}/reference-profiles", tags=["reference profiles"])
 
@@ -89,8 +91,8 @@ def _snapshot(store: Store, refs: ReferenceStore, config: ModelConfig, data: Any
 
 @router.post("", status_code=201, response_model=ReferenceOut, summary="Create a reference profile",
              openapi_extra={"requestBody": {"required": True, "content": {
-                 **{ct: {"schema": {}} for ct in UPLOAD_TYPES if ct != JSON[0]},
-                 JSON[0]: {"schema": {"oneOf": [Snapshot.model_json_schema(), {"type": "array"}]}},
+                 **{ct: {"schema": {}} for ct in UPLOAD_TYPES if ct != JSON},
+                 JSON: {"schema": {"oneOf": [Snapshot.model_json_schema(), {"type": "array"}]}},
                  MULTIPART: {"schema": {"type": "object", "properties": {
                      "file": {"type": "string", "format": "binary"}}}}}}})
 async def create_reference(
@@ -120,7 +122,7 @@ async def create_reference(
         content_type = upload.content_type
         if name is None and filename:
             name = filename
-    elif kind == JSON[0] and body.lstrip()[:1] == b"{":
+    elif kind == JSON and body.lstrip()[:1] == b"{":
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

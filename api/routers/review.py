@@ -17,7 +17,7 @@ from api.deps import existing_model, get_store
 from api.params import iso
 from api.schemas import AnomalyOut
 from stream.config.models import GRANULARITY_MS, ModelConfig
-from stream.store import profiles
+from stream.store import anomalies, profiles
 from stream.store.client import Store
 
 router = APIRouter(prefix="/v1/models/{model}", tags=["lineage and review"])
@@ -89,7 +89,7 @@ class Review(BaseModel):
 def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
           anomaly_id: Annotated[str, Path(max_length=2048)]) -> Trace:
     topic, partition, offset, event_id = _decode_id(anomaly_id)
-    row = profiles.get_anomaly(store, config.name, topic, partition, offset, event_id)
+    row = anomalies.get_anomaly(store, config.name, topic, partition, offset, event_id)
     if row is None:
         raise HTTPException(404, f"unknown anomaly id {anomaly_id[:100]!r}")
     at = int(row["event_time_ms"])
@@ -111,21 +111,21 @@ def trace(config: Annotated[ModelConfig, Depends(existing_model)], store: Annota
                          "events flagged before; only those can be flagged.")
 def flag(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
          event_id: EventId, body: FlagBody | None = None) -> Flag:
-    if not profiles.event_known(store, config.name, event_id):
+    if not anomalies.event_known(store, config.name, event_id):
         raise HTTPException(404, f"unknown event {event_id[:100]!r} of model {config.name!r}: only events in the "
                                  "anomaly log (or flagged before) can be flagged")
     now = iso(int(datetime.now(UTC).timestamp() * 1000))
     reason = body.reason if body else ""
-    profiles.put_flag(store, config.name, event_id, {"reason": reason, "flagged_at": now})
+    anomalies.put_flag(store, config.name, event_id, {"reason": reason, "flagged_at": now})
     return Flag(event_id=event_id, reason=reason, flagged_at=now)
 
 
 @router.delete("/events/{event_id}/flag", status_code=204, summary="Remove an event's flag")
 def unflag(config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
            event_id: EventId) -> Response:
-    if event_id not in profiles.list_flags(store, config.name):
+    if event_id not in anomalies.list_flags(store, config.name):
         raise HTTPException(404, f"event {event_id[:100]!r} is not flagged")
-    profiles.put_flag(store, config.name, event_id, {}, deleted=True)
+    anomalies.put_flag(store, config.name, event_id, {}, deleted=True)
     return Response(status_code=204)
 
 
@@ -137,8 +137,8 @@ def _ranked(counter: Counter[str], total: int) -> list[Share]:
 @router.get("/review", response_model=Review, summary="What flagged events have in common, by coverage")
 def review(config: Annotated[ModelConfig, Depends(existing_model)],
            store: Annotated[Store, Depends(get_store)]) -> Review:
-    flags = profiles.list_flags(store, config.name)
-    rows = profiles.anomalies_for_events(store, config.name, list(flags))
+    flags = anomalies.list_flags(store, config.name)
+    rows = anomalies.anomalies_for_events(store, config.name, list(flags))
     by_event: dict[str, dict[str, Any]] = {}
     for r in rows:
         by_event.setdefault(r["event_id"], r)

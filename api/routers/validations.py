@@ -8,8 +8,9 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response
 
 from api.deps import existing_model, get_repo
 from api.schemas import Validations
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.config.validations import Validation, ValidationError
+from stream.store.config import ConfigRepository
 
 router = APIRouter(prefix="/v1/models/{model}/validations", tags=["validations"])
 

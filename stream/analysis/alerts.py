@@ -311,7 +311,8 @@ def assay_alert(model: str, assay_id: str, assay_name: str, iopath: str, result:
 async def run_assays(store: Store, model: str, granularity: str, now_ms: int, publish: Publish,
                      topic: str) -> list[AlertRecord]:
     """Score the due windows of every active assay of ``model``; publish those in "Alert"."""
-    from stream.analysis.assays import AssayRepository, run_due
+    from stream.analysis.assays import run_due
+    from stream.store.assays import AssayRepository
 
     repo = AssayRepository(store)
     alerts: list[AlertRecord] = []

@@ -11,9 +11,9 @@ An assay compares one numeric column (`iopath` `in.x` / `out.y`, or Wallaroo's `
   aggregation density|cumulative, metric PSI|MaxDiff|SumDiff → score and per-bin scores; status
   OK | Warning | Alert from the thresholds (strictly greater).
 
-Assay configurations are rows of the `config` table (kind `assay`, key = assay id); scheduled results
-are rows of `assay_results` (migration 3), one per (assay, window), computed for complete windows
-(window end <= now) that hold data and are not stored yet.
+Assay configurations and their scheduled results are kept by `stream.store.assays.AssayRepository`,
+one result per (assay, window), computed for complete windows (window end <= now) that hold data and
+are not stored yet.
 
 >>> parse_width("24 hours"), parse_width("PT1H"), parse_width("1 day")
 (86400000, 3600000, 86400000)
@@ -21,7 +21,6 @@ are rows of `assay_results` (migration 3), one per (assay, window), computed for
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import secrets
@@ -30,24 +29,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.assay import AssayBaseline, AssayStats, assay_status, score
 from stream.analysis.monitor_config import parse_duration
-from stream.config.models import ConfigRepository
 from stream.store import profiles
+from stream.store.assays import AssayRepository
 from stream.store.client import Store
 
-ASSAY_KIND = "assay"
 MAX_WINDOWS = 10_000
 MAX_VALUES = 1_000_000
 MIN_WIDTH_MS = 60_000
 MAX_WIDTH_MS = 366 * 86_400_000
 _UNITS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 7 * 86_400_000}
 _WIDTH = re.compile(r"^\s*(\d{1,6})\s*(minute|hour|day|week)s?\s*$", re.IGNORECASE)
-_RESULT_COLUMNS = ["assay_id", "model", "window_start", "window_end", "score", "status", "result", "created_at"]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -321,29 +317,17 @@ def thaw(assay: AssayBody, frozen: FrozenBaseline) -> AssayBaseline:
 def _stored_columns(store: Store, model: str, granularity: str, column: str, start_ms: int,
                     end_ms: int) -> list[tuple[int, ColumnProfile]]:
     """(window start ms, the column's merged profile) of the stored overall windows in [start, end)."""
-    rows = store.query_rows(
-        "SELECT toUnixTimestamp64Milli(window_start) AS ws, profile "
-        f"FROM {store.table('profiles')} FINAL WHERE model = {{model:String}} AND granularity = {{g:String}} "
-        "AND segment = '' AND window_start >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
-        "AND window_start < fromUnixTimestamp64Milli({end:Int64}, 'UTC') ORDER BY window_start",
-        {"model": model, "g": granularity, "start": start_ms, "end": end_ms}, binary=("profile",))
-    out: dict[int, ColumnProfile] = {}
-    for ws, blob in rows:
-        col = pick_column(DatasetProfile.from_bytes(blob), column)
-        if col is None:
-            continue
-        ws = int(ws)
-        out[ws] = out[ws].merge(col) if ws in out else col
-    return sorted(out.items())
+    parts: dict[int, list[ColumnProfile]] = {}
+    for ws, profile in profiles.partition_profiles(store, model, granularity, start_ms, end_ms, ""):
+        col = pick_column(profile, column)
+        if col is not None:
+            parts.setdefault(ws, []).append(col)
+    return [(ws, cols[0] if len(cols) == 1 else ColumnProfile.merge_many(cols)) for ws, cols in sorted(parts.items())]
 
 
 def data_bounds(store: Store, model: str, granularity: str) -> tuple[int, int] | None:
     """(first window start, last window end) of the model's stored overall windows."""
-    rows = store.query_rows(
-        f"SELECT toUnixTimestamp64Milli(min(window_start)), toUnixTimestamp64Milli(max(window_end)), count() "
-        f"FROM {store.table('profiles')} WHERE model = {{model:String}} AND granularity = {{g:String}} "
-        "AND segment = ''", {"model": model, "g": granularity})
-    return (int(rows[0][0]), int(rows[0][1])) if rows and rows[0][2] else None
+    return profiles.window_bounds(store, model, granularity, "")
 
 
 def windows(first_ms: int, width_ms: int, interval_ms: int, until_ms: int, limit: int = MAX_WINDOWS,
@@ -400,7 +384,7 @@ def run(store: Store, model: str, granularity: str, assay: AssayBody, frozen: Fr
             i += 1
         if not parts:
             continue
-        col = functools.reduce(lambda a, b: a.merge(b), parts)
+        col = ColumnProfile.merge_many(parts)
         if col.kll.is_empty():
             continue
         try:
@@ -413,38 +397,6 @@ def run(store: Store, model: str, granularity: str, assay: AssayBody, frozen: Fr
                     "alert_threshold": assay.alert_threshold, **r.to_dict(),
                     "edges": [None if math.isinf(e) else e for e in r.edges]})
     return out
-
-
-# ------------------------------------------------------------------------------------- storage
-class AssayRepository(ConfigRepository):
-    """Assay configurations (config table, kind `assay`) and their stored results (`assay_results`)."""
-
-    def put_assay(self, assay: Assay) -> Assay:
-        self._put(ASSAY_KIND, assay.model, assay.id, assay.model_dump(mode="json"))
-        return assay
-
-    def list_assays(self, model: str) -> list[Assay]:
-        items = [Assay.model_validate(orjson.loads(r["body"])) for r in self._rows(ASSAY_KIND, model)]
-        return sorted(items, key=lambda a: (a.created_at, a.id))
-
-    def get_assay(self, assay_id: str) -> Assay | None:
-        rows = self.store.query_dicts(
-            f"SELECT body FROM {self.store.table('config')} FINAL WHERE kind = {{kind:String}} "
-            "AND key = {key:String} AND deleted = 0 LIMIT 1", {"kind": ASSAY_KIND, "key": assay_id})
-        return Assay.model_validate(orjson.loads(rows[0]["body"])) if rows else None
-
-    def stored_results(self, assay_id: str) -> list[dict[str, Any]]:
-        rows = self.store.query_rows(
-            f"SELECT result FROM {self.store.table('assay_results')} FINAL WHERE assay_id = {{id:String}} "
-            "ORDER BY window_start", {"id": assay_id})
-        return [orjson.loads(r[0]) for r in rows]
-
-    def store_results(self, assay: Assay, results: list[dict[str, Any]]) -> None:
-        now = datetime.now(UTC)
-        rows = [[assay.id, assay.model, profiles.ms_to_datetime(parse_ms(r["window_start"])),
-                 profiles.ms_to_datetime(parse_ms(r["window_end"])), float(r["score"]), r["status"],
-                 orjson.dumps(r).decode(), now] for r in results]
-        self.store.insert("assay_results", rows, _RESULT_COLUMNS)
 
 
 def new_id() -> str:

@@ -44,7 +44,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from croniter import croniter
 from sketches import ColumnProfile, DatasetProfile
 from sketches.segments import segment_name
 from stream import telemetry
+from stream.analysis.alerts import Publish, process_monitors, publish_pending, run_assays
 from stream.analysis.analyzers import (
     AnalyzerResult,
     analyzer_type,
@@ -67,7 +68,6 @@ from stream.analysis.analyzers import (
     evaluate_stddev,
     merge_columns,
 )
-from stream.analysis.metrics import UnknownMetricError, canonical_metric, metric_value
 from stream.analysis.monitor_config import (
     Analyzer,
     ColumnListConfig,
@@ -90,19 +90,15 @@ from stream.analysis.monitor_config import (
     TrailingWindowBaseline,
     parse_duration,
 )
+from stream.analysis.rules import evaluate_rules
 from stream.analysis.target_matrix import SegmentKey, resolve_columns, resolve_segments, segment_members
-from stream.store.analysis import (
-    BatchKey,
-    ResultRecord,
-    batch_fingerprints,
-    hash64,
-    last_upload_ms,
-    load_batches,
-    stored_result_versions,
-    write_results,
-)
+from stream.analysis.whylabs_metrics import UnknownMetricError, canonical_metric, metric_value
+from stream.store.analysis import ResultRecord, hash64, stored_result_versions, write_results
 from stream.store.client import Store
-from stream.store.profiles import merge_profiles
+from stream.store.config import ConfigRepository
+from stream.store.profiles import BatchKey, batch_fingerprints, last_upload_ms, load_batches
+from stream.store.references import ReferenceStore
+from stream.store.rules import MonitoringRepository
 
 __all__ = [
     "DEFAULT_BACKFILL_GRACE",
@@ -118,7 +114,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKFILL_GRACE = dt.timedelta(days=7)
 LoadReference = Callable[[str], DatasetProfile | None]
-Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]]
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 _FIXED = {"minute": MINUTE, "hourly": HOUR, "daily": DAY}
@@ -194,7 +189,7 @@ class _Profiles:
         if key not in self.rolled:
             self.get([(m, ws) for m in members])
             parts = [p for m in members if (p := self.loaded.get((m, ws))) is not None]
-            self.rolled[key] = None if not parts else parts[0] if len(parts) == 1 else merge_profiles(parts)
+            self.rolled[key] = None if not parts else parts[0] if len(parts) == 1 else DatasetProfile.merge_many(parts)
         return self.rolled[key]
 
 
@@ -233,8 +228,8 @@ def _config_hash(analyzer: Analyzer, granularity: str) -> int:
     return hash64(f"{granularity}|{body}") >> 1  # fits Int64 too
 
 
-# ------------------------------------------------------------------------------------------------ metrics
-def _metric(metric: str, profile: DatasetProfile | None, column: str | None) -> float | str | None:
+# ------------------------------------------------------------------------------------------------ WhyLabs metrics
+def _whylabs_metric_value(metric: str, profile: DatasetProfile | None, column: str | None) -> float | str | None:
     if profile is None:
         return None
     if column is None:
@@ -343,13 +338,41 @@ def _baseline_batches(baseline: Any, ws: int, granularity: str) -> list[int] | N
     return None
 
 
+@dataclass(frozen=True)
+class _AnalyzerRun:
+    """What every phase of one analyzer's run reads: the analyzer, its metric and the model's batches."""
+
+    store: Store
+    profiles: _Profiles
+    model: str
+    analyzer: Analyzer
+    config: Any  # the analyzer's config: FixedConfig, DriftConfig, …
+    kind: str  # analyzer type
+    metric: str  # the metric as the document names it
+    canonical: str  # its canonical name (the document's name when unknown)
+    granularity: str
+    now_ms: int
+    config_hash: int
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The baseline of one target batch: its batch starts (None: not batch based), the profile of each
+    (None where a batch has no data) and their merge."""
+
+    batch_starts: list[int] | None
+    profiles: list[DatasetProfile | None]
+    merged: DatasetProfile | None
+
+
 def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDocument, analyzer: Analyzer,
                   now_ms: int, granularity: str, created: int, load_reference: LoadReference | None,
                   weights: Mapping[str, float], schema: Mapping[str, Mapping[str, Any]] | None,
                   since_ms: int | None) -> list[ResultRecord]:
+    """Results of one analyzer: its candidate batches → the jobs not analyzed yet → their profiles,
+    fetched in one query → one result per target column."""
     config = analyzer.config
-    matrix = analyzer.targetMatrix
-    assert config is not None and matrix is not None
+    assert config is not None and analyzer.targetMatrix is not None
     kind = analyzer_type(analyzer) or "unknown"
     metric = getattr(config, "metric", None) or kind
     try:
@@ -361,117 +384,160 @@ def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDoc
         candidates = candidates[-1:]
     if not candidates:
         return []
-    lo, hi = candidates[0], batch_end(candidates[-1], granularity)
-    fingerprints = batch_fingerprints(store, model, granularity, lo, hi)
-    known = sorted({seg for seg, _ in fingerprints})
-    segments = resolve_segments(matrix.segments, matrix.excludeSegments, known)
-    stored = stored_result_versions(store, model, analyzer.id, lo, hi)
-    cfg_hash = _config_hash(analyzer, granularity)
-    jobs: list[_Job] = []
-    for seg in segments:
-        members = segment_members(seg, known)
-        seen = [ws for ws in candidates if any((m, ws) in fingerprints for m in members)]
-        first = seen[0] if seen else None
-        for ws in candidates:
-            fp = sum(fingerprints[(m, ws)][0] for m in members if (m, ws) in fingerprints)
-            has_data = any((m, ws) in fingerprints for m in members)
-            if canonical == "secondsSinceLastUpload":
-                pass  # staleness is measured whether or not the latest batch has data
-            elif not has_data and (canonical != "missingDatapoint" or first is None or ws < first):
-                continue
-            name = segment_name(dict(seg))
-            if canonical != "secondsSinceLastUpload" and (fp, cfg_hash) in (
-                    stored.get((name, ws)), _seen_empty.get((store.database, model, analyzer.id, name, ws))):
-                continue
-            jobs.append(_Job(seg, members, ws, fp, has_data))
+    run = _AnalyzerRun(store, profiles, model, analyzer, config, kind, metric, canonical, granularity, now_ms,
+                       _config_hash(analyzer, granularity))
+    jobs = _pending_jobs(run, candidates)
     if not jobs:
         return []
     baseline = getattr(config, "baseline", None)
     reference: DatasetProfile | None = None
     if isinstance(baseline, ReferenceBaseline):
         reference = load_reference(baseline.profileId) if load_reference is not None else None
-    # Fetch every profile the jobs need in one query.
-    need: list[BatchKey] = []
     n_prev = (config.nConsecutive or 1) - 1 if isinstance(config, FixedConfig) else 0
-    for job in jobs:
-        starts = [job.ws, *(_baseline_batches(baseline, job.ws, granularity) or [])]
-        starts += [batch_shift(job.ws, granularity, -k) for k in range(1, n_prev + 1)]
-        need.extend((m, s) for m in job.members for s in starts)
-    profiles.get(need)
+    _prefetch(run, jobs, baseline, n_prev)
     last_upload = last_upload_ms(store, model, granularity) if canonical == "secondsSinceLastUpload" else None
     out: list[ResultRecord] = []
     for job in jobs:
-        target = profiles.batch(job.members, job.ws)
-        batch_starts = _baseline_batches(baseline, job.ws, granularity)
-        base_list: list[DatasetProfile | None]
-        if batch_starts is not None:
-            base_list = [profiles.batch(job.members, s) for s in batch_starts]
-        elif isinstance(baseline, ReferenceBaseline):
-            base_list = [reference]
-        elif isinstance(baseline, CurrentBatchBaseline):
-            base_list = [target]
-        else:
-            base_list = []
-        present = [b for b in base_list if b is not None]
-        merged_base = None if not present else present[0] if len(present) == 1 else merge_profiles(present)
-        if isinstance(matrix, DatasetMatrix):
-            columns: list[str | None] = [None]
-        elif isinstance(matrix, ColumnMatrix):
-            if target is None:
-                continue
-            columns = list(resolve_columns(matrix, target, schema))
-        else:
+        results = _job_results(run, job, baseline, reference, n_prev, last_upload, weights, schema, created)
+        if results is None:
             continue
-        details_common: dict[str, Any] = {
-            "target_rows": 0 if target is None else target.row_count,
-            "baseline_type": getattr(baseline, "type", None),
-            "baseline_batches": batch_starts,
-            "baseline_batches_with_data": sum(1 for b in base_list if b is not None and b.row_count > 0),
-            "members": job.members,
-            "fingerprint": job.fingerprint,
-        }
-        if isinstance(baseline, ReferenceBaseline):
-            details_common["reference_profile"] = baseline.profileId
-            details_common["reference_found"] = reference is not None
-        produced = len(out)
-        for column in columns:
-            try:
-                result = _evaluate(config, canonical, metric, target, column, base_list, merged_base, batch_starts,
-                                   profiles, job, granularity, n_prev, now_ms, last_upload)
-            except (UnknownMetricError, ValueError, TypeError) as exc:
-                result = _failed(kind, metric, "CalculationException", str(exc))
-            if result is None:
-                continue
-            out.append(ResultRecord(
-                model=model, analyzer_id=analyzer.id, analyzer_type=kind, granularity=granularity,
-                segment=segment_name(dict(job.segment)), column=column or "", dataset_timestamp=job.ws,
-                result=result, weight=weights.get(column) if column else None, target_version=job.fingerprint,
-                config_version=cfg_hash, created_at=created, details=details_common))
-        if len(out) == produced:
+        if not results:  # evaluated, nothing to store: do not load this batch again until it changes
             _seen_empty.put((store.database, model, analyzer.id, segment_name(dict(job.segment)), job.ws),
-                            (job.fingerprint, cfg_hash))
+                            (job.fingerprint, run.config_hash))
+        out.extend(results)
     return out
 
 
-def _evaluate(config: Any, canonical: str, metric: str, target: DatasetProfile | None, column: str | None,
-              base_list: list[DatasetProfile | None], merged_base: DatasetProfile | None,
-              batch_starts: list[int] | None, profiles: _Profiles, job: _Job, granularity: str, n_prev: int,
-              now_ms: int, last_upload: int | None) -> AnalyzerResult | None:
-    expected = len(batch_starts) if batch_starts is not None else None
+def _pending_jobs(run: _AnalyzerRun, candidates: list[int]) -> list[_Job]:
+    """(target segment, candidate batch) pairs to analyze: those with data (``missingDatapoint``: also
+    the empty batches after the first with data) whose fingerprint or config hash moved since their
+    stored result; ``secondsSinceLastUpload`` always."""
+    matrix = run.analyzer.targetMatrix
+    assert matrix is not None
+    lo, hi = candidates[0], batch_end(candidates[-1], run.granularity)
+    fingerprints = batch_fingerprints(run.store, run.model, run.granularity, lo, hi)
+    known = sorted({seg for seg, _ in fingerprints})
+    stored = stored_result_versions(run.store, run.model, run.analyzer.id, lo, hi)
+    jobs: list[_Job] = []
+    for seg in resolve_segments(matrix.segments, matrix.excludeSegments, known):
+        members = segment_members(seg, known)
+        seen = [ws for ws in candidates if any((m, ws) in fingerprints for m in members)]
+        first = seen[0] if seen else None
+        name = segment_name(dict(seg))
+        for ws in candidates:
+            fp = sum(fingerprints[(m, ws)][0] for m in members if (m, ws) in fingerprints)
+            has_data = any((m, ws) in fingerprints for m in members)
+            if run.canonical == "secondsSinceLastUpload":
+                jobs.append(_Job(seg, members, ws, fp, has_data))  # staleness is measured with or without data
+                continue
+            if not has_data and (run.canonical != "missingDatapoint" or first is None or ws < first):
+                continue
+            seen_empty = _seen_empty.get((run.store.database, run.model, run.analyzer.id, name, ws))
+            if (fp, run.config_hash) not in (stored.get((name, ws)), seen_empty):
+                jobs.append(_Job(seg, members, ws, fp, has_data))
+    return jobs
+
+
+def _prefetch(run: _AnalyzerRun, jobs: Sequence[_Job], baseline: Any, n_prev: int) -> None:
+    """Load every profile the jobs read — targets, baselines, the ``n_prev`` batches before — in one query."""
+    need: list[BatchKey] = []
+    for job in jobs:
+        starts = [job.ws, *(_baseline_batches(baseline, job.ws, run.granularity) or [])]
+        starts += [batch_shift(job.ws, run.granularity, -k) for k in range(1, n_prev + 1)]
+        need.extend((m, s) for m in job.members for s in starts)
+    run.profiles.get(need)
+
+
+def _job_baseline(run: _AnalyzerRun, job: _Job, baseline: Any, reference: DatasetProfile | None,
+                  target: DatasetProfile | None) -> _Baseline:
+    batch_starts = _baseline_batches(baseline, job.ws, run.granularity)
+    base_list: list[DatasetProfile | None]
+    if batch_starts is not None:
+        base_list = [run.profiles.batch(job.members, s) for s in batch_starts]
+    elif isinstance(baseline, ReferenceBaseline):
+        base_list = [reference]
+    elif isinstance(baseline, CurrentBatchBaseline):
+        base_list = [target]
+    else:
+        base_list = []
+    present = [b for b in base_list if b is not None]
+    merged = None if not present else present[0] if len(present) == 1 else DatasetProfile.merge_many(present)
+    return _Baseline(batch_starts, base_list, merged)
+
+
+def _target_columns(matrix: Any, target: DatasetProfile | None,
+                    schema: Mapping[str, Mapping[str, Any]] | None) -> list[str | None] | None:
+    """Columns the analyzer targets in this batch (``[None]``: the dataset); None when there is nothing
+    to target (a column analyzer on a batch without data)."""
+    if isinstance(matrix, DatasetMatrix):
+        return [None]
+    if isinstance(matrix, ColumnMatrix) and target is not None:
+        return list(resolve_columns(matrix, target, schema))
+    return None
+
+
+def _job_details(job: _Job, baseline: Any, base: _Baseline, reference: DatasetProfile | None,
+                 target: DatasetProfile | None) -> dict[str, Any]:
+    """What a stored result records about its inputs besides the numbers of the verdict."""
+    details: dict[str, Any] = {
+        "target_rows": 0 if target is None else target.row_count,
+        "baseline_type": getattr(baseline, "type", None),
+        "baseline_batches": base.batch_starts,
+        "baseline_batches_with_data": sum(1 for b in base.profiles if b is not None and b.row_count > 0),
+        "members": job.members,
+        "fingerprint": job.fingerprint,
+    }
+    if isinstance(baseline, ReferenceBaseline):
+        details["reference_profile"] = baseline.profileId
+        details["reference_found"] = reference is not None
+    return details
+
+
+def _job_results(run: _AnalyzerRun, job: _Job, baseline: Any, reference: DatasetProfile | None, n_prev: int,
+                 last_upload: int | None, weights: Mapping[str, float],
+                 schema: Mapping[str, Mapping[str, Any]] | None, created: int) -> list[ResultRecord] | None:
+    """One result per target column of one job that yields one; None when the job has no target."""
+    target = run.profiles.batch(job.members, job.ws)
+    columns = _target_columns(run.analyzer.targetMatrix, target, schema)
+    if columns is None:
+        return None
+    base = _job_baseline(run, job, baseline, reference, target)
+    details = _job_details(job, baseline, base, reference, target)
+    out: list[ResultRecord] = []
+    for column in columns:
+        try:
+            result = _evaluate(run, job, target, column, base, n_prev, last_upload)
+        except (UnknownMetricError, ValueError, TypeError) as exc:
+            result = _failed(run.kind, run.metric, "CalculationException", str(exc))
+        if result is None:
+            continue
+        out.append(ResultRecord(
+            model=run.model, analyzer_id=run.analyzer.id, analyzer_type=run.kind, granularity=run.granularity,
+            segment=segment_name(dict(job.segment)), column=column or "", dataset_timestamp=job.ws,
+            result=result, weight=weights.get(column) if column else None, target_version=job.fingerprint,
+            config_version=run.config_hash, created_at=created, details=details))
+    return out
+
+
+def _evaluate(run: _AnalyzerRun, job: _Job, target: DatasetProfile | None, column: str | None, base: _Baseline,
+              n_prev: int, last_upload: int | None) -> AnalyzerResult | None:
+    """The analyzer's verdict on one target column (None: the analyzer yields no result for it)."""
+    config, canonical, base_list, merged_base = run.config, run.canonical, base.profiles, base.merged
+    expected = len(base.batch_starts) if base.batch_starts is not None else None
 
     def value_of(p: DatasetProfile | None) -> float | str | None:
         if canonical == "missingDatapoint":
             return 0.0 if p is not None and p.row_count > 0 else 1.0
         if canonical == "secondsSinceLastUpload":
-            return metric_value(canonical, now=_ts(now_ms), last_upload=None if last_upload is None
+            return metric_value(canonical, now=_ts(run.now_ms), last_upload=None if last_upload is None
                                 else _ts(last_upload))
-        return _metric(canonical, p, column)
+        return _whylabs_metric_value(canonical, p, column)
 
     def numeric(v: float | str | None) -> float | None:
         return None if isinstance(v, str) else v
 
     if isinstance(config, FixedConfig):
-        previous = [numeric(value_of(profiles.batch(job.members, batch_shift(job.ws, granularity, -k))))
+        previous = [numeric(value_of(run.profiles.batch(job.members, batch_shift(job.ws, run.granularity, -k))))
                     for k in range(n_prev, 0, -1)]
         return evaluate_fixed(config, numeric(value_of(target)), previous)
     if isinstance(config, StddevConfig):
@@ -510,26 +576,16 @@ async def analysis_tick(store: Store, publish: Publish, alerts_topic: str, now_m
     alert rules.
 
     ``reference_lookup(model, profile_id)`` loads Reference baselines / drift references (default:
-    ``stream.analysis.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
+    ``stream.store.references.ReferenceStore(store).get_profile``).  Store work runs in a thread; returns
     counts ``{"results", "alerts", "rule_alerts", "assay_alerts"}``.
     """
-    from stream.analysis.alerts import process_monitors, publish_pending, run_assays
-    from stream.analysis.rules import evaluate_rules
-    from stream.config.models import ConfigRepository
-    from stream.store.analysis import AnalysisConfig
-
-    if reference_lookup is None:
-        from stream.analysis.references import ReferenceStore
-
-        reference_lookup = ReferenceStore(store).get_profile
-    lookup = reference_lookup
+    lookup = ReferenceStore(store).get_profile if reference_lookup is None else reference_lookup
     now = int(time.time() * 1000) if now_ms is None else now_ms
     counts = {"results": 0, "alerts": 0, "rule_alerts": 0, "assay_alerts": 0}
-    config = AnalysisConfig(store)
     models = {m.name: m for m in await asyncio.to_thread(ConfigRepository(store).list_models)}
-    docs = await asyncio.to_thread(config.monitor_configs)
+    docs = await asyncio.to_thread(MonitoringRepository(store).monitor_documents)
     await publish_pending(store, publish, alerts_topic)
-    for name, (doc, _version) in docs.items():
+    for name, doc in docs.items():
         m = models.get(name)
         if m is None:
             continue

@@ -29,10 +29,11 @@ import polars as pl
 from aiokafka import AIOKafkaProducer
 
 from sketches import DatasetProfile
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.config.validations import Validation
 from stream.events.decode import flatten_event
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
 
 CITIES = ["Boston", "Seattle", "Austin", "Denver"]
 DEMO_MODEL = "house-price"
@@ -112,8 +113,10 @@ def monitor_document(reference_id: str) -> dict[str, Any]:
 def _register_monitoring(store: Store, model: ModelConfig) -> None:
     from stream.analysis import assays
     from stream.analysis.monitor_config import parse_document
-    from stream.analysis.references import ReferenceStore
-    from stream.store.rules import AlertRule, Metric, MonitoringRepository
+    from stream.analysis.rule_config import AlertRule, Metric
+    from stream.store.assays import AssayRepository
+    from stream.store.references import ReferenceStore
+    from stream.store.rules import MonitoringRepository
 
     repo = MonitoringRepository(store)
     if repo.get_monitor_json(DEMO_MODEL) is None:
@@ -135,7 +138,7 @@ def _register_monitoring(store: Store, model: ModelConfig) -> None:
         repo.put_alert_rule(DEMO_MODEL, AlertRule(
             id=DEMO_RULE, metric_id=DEMO_METRIC, name="demo: houses got bigger", bound="upper", threshold=2200,
             severity="warning", lookback_period=2, subsequent_alert_wait_time=10))
-    assay_repo = assays.AssayRepository(store)
+    assay_repo = AssayRepository(store)
     if assay_repo.get_assay(DEMO_ASSAY) is None:
         body = assays.AssayBody.model_validate({
             "name": "demo: predicted price", "iopath": "out.price",

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import httpx
 import typer
 
+from stream.cli.data import produce, profile
 from stream.cli.demo import DEFAULT_STABLE_MINUTES
 from stream.cli.services import (
     LocalBroker,
@@ -31,7 +32,6 @@ from stream.cli.services import (
     remove_run_info,
     write_run_info,
 )
-from stream.events.files import produce, profile
 from stream.settings import STALLED_EXIT_CODE, Settings
 
 if TYPE_CHECKING:
@@ -132,8 +132,8 @@ def keys_create(scope: Annotated[str, typer.Option(help="admin or model:NAME")] 
     """Create an API key and print it (it is stored hashed and cannot be shown again).
 
     While `driftline run` holds the embedded store, the key is created through its API."""
-    from api.keys import create_key, validate_scope
     from stream.store.client import shared_store
+    from stream.store.keys import create_key, validate_scope
 
     try:
         validate_scope(scope)
@@ -279,7 +279,7 @@ def _client_host(host: str) -> str:
 def _publish_run_info(settings: Settings, store: Store, api_url: str) -> str:
     """Write run.json with a new admin key for `driftline keys create`; revoke the key of a previous
     run.json of this store (a run that did not exit cleanly). Returns the key."""
-    from api.keys import create_key, key_id_of, revoke_key
+    from stream.store.keys import create_key, key_id_of, revoke_key
 
     stale = read_run_info(settings.data_dir)
     if stale is not None and stale.clickhouse_url == settings.clickhouse_url and (key_id := key_id_of(stale.key)):
@@ -291,7 +291,7 @@ def _publish_run_info(settings: Settings, store: Store, api_url: str) -> str:
 
 def _withdraw_run_info(settings: Settings, store: Store, key: str) -> None:
     """On exit: run.json goes, and so does its key."""
-    from api.keys import key_id_of, revoke_key
+    from stream.store.keys import key_id_of, revoke_key
 
     remove_run_info(settings.data_dir, os.getpid())
     with contextlib.suppress(Exception):  # the store may be unusable at exit; the token is gone anyway
@@ -325,9 +325,9 @@ def run(
             if info is None or not info.alive():  # the child died without removing it
                 remove_run_info(data_dir)
         raise typer.Exit(code)
-    from api.keys import create_key
     from stream.cli.demo import produce_demo, register_demo_model
     from stream.store.client import shared_store
+    from stream.store.keys import create_key
 
     settings = Settings.from_env()
     _check_port(host, port)

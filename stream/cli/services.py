@@ -214,15 +214,9 @@ def _read_noida_pid(data_dir: Path) -> int:
     return pids[0] if pids else 0
 
 
-_SERVER_QUERY = (
-    "SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; "
-    "SELECT max(sleepEachRow(1)) FROM numbers(1000000000) SETTINGS max_block_size=1, "
-    "function_sleep_max_microseconds_per_block=0, max_execution_time=0"
-)
-
-
 def check_chdb_version() -> str:
-    """The server mode relies on a private chdb API; only versions we tested may use it."""
+    """The server mode (`stream.store.client.serve_embedded`) relies on a private chdb API; only
+    versions we tested may use it."""
     try:
         import chdb
     except ImportError as exc:  # pragma: no cover - chdb-core is a hard dependency
@@ -234,17 +228,6 @@ def check_chdb_version() -> str:
             "install the pinned version from constraints.txt"
         )
     return version
-
-
-def serve_clickhouse(data_dir: str) -> None:
-    """Child-process entry: run ClickHouse's HTTP and native listeners until terminated.
-
-    The working directory must hold the `config.xml` written by `LocalClickHouse.up`.
-    """
-    import importlib
-
-    native = importlib.import_module("chdb._chdb")  # private API, guarded by check_chdb_version()
-    native.query(_SERVER_QUERY, "TabSeparated", path=data_dir)
 
 
 @dataclass
@@ -311,7 +294,7 @@ class LocalClickHouse:
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-c",
-             f"from stream.cli.services import serve_clickhouse; serve_clickhouse({str(self.data_dir / 'data')!r})"],
+             f"from stream.store.client import serve_embedded; serve_embedded({str(self.data_dir / 'data')!r})"],
             cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -37,11 +37,14 @@ import orjson
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["FILTER_SEGMENT_PREFIX", "Comparator", "RowFilter", "Scalar", "filter_segment", "is_filter_segment",
-           "metric_filters", "row_filter_expr"]
+from stream.events.schema import VALUE_PREFIXES
+
+__all__ = ["FILTER_SEGMENT_PREFIX", "PROPERTY_PREFIXES", "Comparator", "RowFilter", "Scalar", "filter_segment",
+           "is_filter_segment", "metric_filters", "row_filter_expr"]
 
 FILTER_SEGMENT_PREFIX = "__filter__="
-PROPERTY_PREFIXES = ("", "in.", "out.", "gt.", "tag.")
+# A property is a column name as it is, else with the first section prefix that makes it one.
+PROPERTY_PREFIXES = ("", *VALUE_PREFIXES)
 Comparator = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "notin"]
 Scalar = str | bool | int | float | None
 MAX_LIST_VALUES = 10_000

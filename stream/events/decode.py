@@ -1,11 +1,12 @@
-"""Decoding Kafka messages into Arrow/polars batches of flattened inference events (SPEC §4).
+"""Decoding Kafka messages into Arrow/polars batches of flattened inference events (docs/events.md).
 
 A message is one JSON event (default), an NDJSON batch (`content-type: application/x-ndjson`) or an
 Arrow IPC stream (`content-type: application/vnd.apache.arrow.stream`). Every event becomes one row
 with the metadata columns `model`, `timestamp` (epoch ms, UTC), `event_id`, `model_version`,
 `elapsed_ns`, `__partition`, `__offset` and the flattened `in.*`, `out.*`, `gt.*`, `tag.*` columns.
 What cannot be decoded becomes a `Rejection` with a reason for the dead-letter topic; one bad line
-of an NDJSON batch rejects that line only.
+of an NDJSON batch rejects that line only. Names, prefixes and limits are those of
+`stream.events.schema`.
 
 JSON lines of a micro-batch are first parsed together by Arrow's JSON reader (`_fast_json_frame`),
 which is strict about types across rows; its result is accepted only when every event passes the same
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,16 +35,22 @@ import pyarrow.compute as pc
 import pyarrow.ipc
 import pyarrow.json
 
-MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-NDJSON = "application/x-ndjson"
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-SECTIONS = {"inputs": "in.", "outputs": "out.", "ground_truth": "gt.", "tags": "tag."}
-VALUE_PREFIXES = tuple(SECTIONS.values())
-META_COLUMNS = ("model", "timestamp", "event_id", "model_version", "elapsed_ns")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MAX_STRING_CHARS = 65_536
-MAX_LIST_ITEMS = 100_000
-MAX_COLUMNS = 2_000
+from stream.events.schema import (
+    ARROW_STREAM,
+    MAX_COLUMN_NAME_CHARS,
+    MAX_COLUMNS,
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_MESSAGE_BYTES,
+    MAX_STRING_CHARS,
+    MAX_TIMESTAMP_MS,
+    META_COLUMNS,
+    MODEL_NAME,
+    NDJSON,
+    SECTIONS,
+    VALUE_PREFIXES,
+)
+
 _META_SCHEMA: dict[str, pl.DataType] = {
     "model": pl.String(), "timestamp": pl.Int64(), "event_id": pl.String(), "model_version": pl.String(),
     "elapsed_ns": pl.Int64(), "__partition": pl.UInt32(), "__offset": pl.Int64(), "__index": pl.UInt32(),
@@ -111,7 +117,7 @@ def parse_timestamp(value: Any, default_ms: int) -> int:
     if isinstance(value, bool):
         raise EventError("bad-timestamp", "timestamp must be ISO-8601 text or epoch milliseconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 <= value < 253_402_300_800_000:
+        if not math.isfinite(value) or not 0 <= value < MAX_TIMESTAMP_MS:
             raise EventError("bad-timestamp", f"timestamp {value!r} is out of range")
         return int(value)
     if isinstance(value, str):
@@ -161,7 +167,7 @@ def flatten_event(event: Any, default_ts: int, model: str | None = None) -> dict
         value = event.get(key)
         if value is not None and not isinstance(value, str | int):
             raise EventError("bad-field", f"{key} must be text")
-        row[key] = None if value is None else str(value)[:256]
+        row[key] = None if value is None else str(value)[:MAX_ID_CHARS]
     elapsed = event.get("elapsed_ns")
     if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int | float)
                                 or not math.isfinite(elapsed)):
@@ -177,7 +183,7 @@ def flatten_event(event: Any, default_ts: int, model: str | None = None) -> dict
             raise EventError("bad-section", f"{section} must be an object of name → value")
         for key, value in values.items():
             column = prefix + key
-            if len(column) > 256:
+            if len(column) > MAX_COLUMN_NAME_CHARS:
                 raise EventError("bad-column", f"column name {column[:64]!r}… is too long")
             row[column] = _check_value(column, value)
     if len(row) > MAX_COLUMNS:
@@ -225,9 +231,7 @@ class _NotFast(Exception):
     """The vectorized JSON path cannot guarantee the per-event result for this batch."""
 
 
-_TOP_LEVEL = ("model", "timestamp", "event_id", "model_version", "elapsed_ns", *SECTIONS)
 _ORJSON_ONLY = (b"NaN", b"Infinity", b"\xef\xbb\xbf")  # Arrow's reader accepts these, orjson does not
-_MAX_TIMESTAMP = 253_402_300_800_000
 
 
 def _scalar_column(name: str, arr: pa.Array) -> pa.Array:
@@ -274,10 +278,9 @@ def _as_text(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list[int], offsets: list[int],
-                     indexes: list[int]) -> pl.DataFrame:
-    """All JSON lines of a batch → one frame in a few vectorized steps; raises _NotFast when the result
-    could differ from the per-event path (which then decodes the batch and finds the bad lines)."""
+def _read_json_lines_table(lines: list[bytes]) -> pa.Table:
+    """The lines as one table of Arrow's JSON reader, date/time types read as text; _NotFast when the
+    readers could disagree (bytes orjson reads differently, invalid UTF-8, a line of its own)."""
     buffer = b"\n".join(lines)
     if b"\r" in buffer or any(marker in buffer for marker in _ORJSON_ONLY):
         raise _NotFast("bytes the readers treat differently")
@@ -294,76 +297,85 @@ def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list
                 table = _read_json_lines(buffer, schema)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _NotFast(str(exc)[:200]) from exc
-    n = len(lines)
-    if table.num_rows != n:
+    if table.num_rows != len(lines):
         raise _NotFast("row count")
-    names = table.column_names
-    if len(set(names)) != len(names):
+    if len(set(table.column_names)) != table.num_columns:
         raise _NotFast("duplicate keys")
-    columns: dict[str, pa.Array] = {}
-    # model: required, DNS-safe text
-    if "model" not in names:
+    return table
+
+
+def _model_column(table: pa.Table) -> pa.Array:
+    """`model`: required, DNS-safe text."""
+    if "model" not in table.column_names:
         raise _NotFast("model")
     model = table.column("model").combine_chunks()
     if not pa.types.is_string(model.type) or model.null_count \
             or not pc.all(pc.match_substring_regex(model, MODEL_NAME.pattern)).as_py():
         raise _NotFast("model")
-    columns["model"] = model
-    # timestamp: epoch ms (int or float) or ISO text; missing/null → the Kafka record time
+    return model
+
+
+def _timestamp_column(table: pa.Table, default_ts: list[int]) -> pa.Array:
+    """`timestamp`: epoch ms (int or float) or ISO text; missing or null → the Kafka record time."""
     record_ts = pa.array(default_ts, pa.int64())
-    if "timestamp" in names:
-        ts = table.column("timestamp").combine_chunks()
-        if pa.types.is_int64(ts.type) or pa.types.is_float64(ts.type):
-            if ts.null_count < n:
-                finite = ts if pa.types.is_int64(ts.type) else pc.is_finite(ts)
-                if finite is not ts and not pc.all(finite).as_py():
-                    raise _NotFast("timestamp")
-                if pc.min(ts).as_py() < 0 or pc.max(ts).as_py() >= _MAX_TIMESTAMP:
-                    raise _NotFast("timestamp")
-            ts = pc.cast(ts, pa.int64(), safe=False) if pa.types.is_float64(ts.type) else ts
-            columns["timestamp"] = pc.coalesce(ts, record_ts)
-        elif pa.types.is_string(ts.type):
-            try:
-                columns["timestamp"] = pa.array([parse_timestamp(v, d) for v, d in zip(ts.to_pylist(), default_ts,
-                                                                                       strict=True)], pa.int64())
-            except EventError as exc:
-                raise _NotFast("timestamp") from exc
-        elif pa.types.is_null(ts.type):
-            columns["timestamp"] = record_ts
-        else:
-            raise _NotFast("timestamp")
-    else:
-        columns["timestamp"] = record_ts
-    for key in ("event_id", "model_version"):
-        if key not in names:
-            columns[key] = pa.nulls(n, pa.string())
-            continue
-        value = table.column(key).combine_chunks()
-        if pa.types.is_null(value.type) or pa.types.is_int64(value.type):
-            value = value.cast(pa.string())
-        elif not pa.types.is_string(value.type):
-            raise _NotFast(key)
-        columns[key] = pc.utf8_slice_codeunits(value, 0, 256)
-    if "elapsed_ns" in names:
-        elapsed = table.column("elapsed_ns").combine_chunks()
-        if pa.types.is_float64(elapsed.type):
-            if elapsed.null_count < n and (not pc.all(pc.is_finite(elapsed)).as_py()
-                                           or pc.max(pc.abs(elapsed)).as_py() >= 2.0**63):
-                raise _NotFast("elapsed_ns")
-            elapsed = pc.cast(elapsed, pa.int64(), safe=False)
-        elif pa.types.is_null(elapsed.type):
-            elapsed = elapsed.cast(pa.int64())
-        elif not pa.types.is_int64(elapsed.type):
+    if "timestamp" not in table.column_names:
+        return record_ts
+    ts = table.column("timestamp").combine_chunks()
+    if pa.types.is_int64(ts.type) or pa.types.is_float64(ts.type):
+        if ts.null_count < len(ts):
+            finite = ts if pa.types.is_int64(ts.type) else pc.is_finite(ts)
+            if finite is not ts and not pc.all(finite).as_py():
+                raise _NotFast("timestamp")
+            if pc.min(ts).as_py() < 0 or pc.max(ts).as_py() >= MAX_TIMESTAMP_MS:
+                raise _NotFast("timestamp")
+        ts = pc.cast(ts, pa.int64(), safe=False) if pa.types.is_float64(ts.type) else ts
+        return pc.coalesce(ts, record_ts)
+    if pa.types.is_string(ts.type):
+        try:
+            return pa.array([parse_timestamp(v, d) for v, d in zip(ts.to_pylist(), default_ts, strict=True)],
+                            pa.int64())
+        except EventError as exc:
+            raise _NotFast("timestamp") from exc
+    if pa.types.is_null(ts.type):
+        return record_ts
+    raise _NotFast("timestamp")
+
+
+def _id_column(table: pa.Table, key: str) -> pa.Array:
+    """`event_id` / `model_version`: text (numbers become text), kept to MAX_ID_CHARS."""
+    if key not in table.column_names:
+        return pa.nulls(table.num_rows, pa.string())
+    value = table.column(key).combine_chunks()
+    if pa.types.is_null(value.type) or pa.types.is_int64(value.type):
+        value = value.cast(pa.string())
+    elif not pa.types.is_string(value.type):
+        raise _NotFast(key)
+    return pc.utf8_slice_codeunits(value, 0, MAX_ID_CHARS)
+
+
+def _elapsed_column(table: pa.Table) -> pa.Array:
+    """`elapsed_ns`: a finite number within Int64."""
+    if "elapsed_ns" not in table.column_names:
+        return pa.nulls(table.num_rows, pa.int64())
+    elapsed = table.column("elapsed_ns").combine_chunks()
+    if pa.types.is_float64(elapsed.type):
+        if elapsed.null_count < len(elapsed) and (not pc.all(pc.is_finite(elapsed)).as_py()
+                                                  or pc.max(pc.abs(elapsed)).as_py() >= 2.0**63):
             raise _NotFast("elapsed_ns")
-        columns["elapsed_ns"] = elapsed
-    else:
-        columns["elapsed_ns"] = pa.nulls(n, pa.int64())
-    columns["__partition"] = pa.array(partitions, pa.uint32())
-    columns["__offset"] = pa.array(offsets, pa.int64())
-    columns["__index"] = pa.array(indexes, pa.uint32())
+        return pc.cast(elapsed, pa.int64(), safe=False)
+    if pa.types.is_null(elapsed.type):
+        return elapsed.cast(pa.int64())
+    if not pa.types.is_int64(elapsed.type):
+        raise _NotFast("elapsed_ns")
+    return elapsed
+
+
+def _value_columns(table: pa.Table) -> dict[str, pa.Array]:
+    """The sections' fields as flattened `in.*`/`out.*`/`gt.*`/`tag.*` columns."""
+    columns: dict[str, pa.Array] = {}
     width = len(META_COLUMNS)
     for section, prefix in SECTIONS.items():
-        if section not in names:
+        if section not in table.column_names:
             continue
         values = table.column(section).combine_chunks()
         if pa.types.is_null(values.type):
@@ -375,9 +387,28 @@ def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list
             raise _NotFast("too many columns")
         for field_type, child in zip(values.type, values.flatten(), strict=True):  # flatten: parent nulls too
             column = prefix + field_type.name
-            if len(column) > 256:
+            if len(column) > MAX_COLUMN_NAME_CHARS:
                 raise _NotFast("column name")
             columns[column] = _scalar_column(column, child)
+    return columns
+
+
+def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list[int], offsets: list[int],
+                     indexes: list[int]) -> pl.DataFrame:
+    """All JSON lines of a batch → one frame in a few vectorized steps; raises _NotFast when the result
+    could differ from the per-event path (which then decodes the batch and finds the bad lines)."""
+    table = _read_json_lines_table(lines)
+    columns: dict[str, pa.Array] = {
+        "model": _model_column(table),
+        "timestamp": _timestamp_column(table, default_ts),
+        "event_id": _id_column(table, "event_id"),
+        "model_version": _id_column(table, "model_version"),
+        "elapsed_ns": _elapsed_column(table),
+        "__partition": pa.array(partitions, pa.uint32()),
+        "__offset": pa.array(offsets, pa.int64()),
+        "__index": pa.array(indexes, pa.uint32()),
+        **_value_columns(table),
+    }
     frame = pl.from_arrow(pa.table(columns))
     assert isinstance(frame, pl.DataFrame)
     return frame
@@ -392,7 +423,7 @@ def _arrow_frame(message: RawMessage) -> pl.DataFrame:
     frame = pl.from_arrow(table)
     if not isinstance(frame, pl.DataFrame):
         raise EventError("bad-arrow", "the Arrow stream holds no table")
-    unknown = [c for c in frame.columns if c not in META_COLUMNS and not c.startswith(tuple(SECTIONS.values()))]
+    unknown = [c for c in frame.columns if c not in META_COLUMNS and not c.startswith(VALUE_PREFIXES)]
     if unknown:
         raise EventError("bad-column", f"unknown columns {unknown[:5]}: use in.*, out.*, gt.*, tag.* names")
     if frame.width > MAX_COLUMNS:

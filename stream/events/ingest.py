@@ -1,4 +1,4 @@
-"""HTTP ingest bodies → Kafka batch messages (SPEC §4 batch formats).
+"""HTTP ingest bodies → Kafka batch messages (docs/events.md).
 
 Accepted request content types:
 
@@ -27,7 +27,7 @@ their values); Arrow columns are checked vectorized.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,22 +37,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from stream.events.decode import MAX_COLUMNS, MAX_LIST_ITEMS, MAX_STRING_CHARS, EventError, parse_timestamp
+from stream.events.decode import EventError, parse_timestamp
+from stream.events.schema import (
+    ARROW_FILE,
+    ARROW_STREAM,
+    EVENT_FIELDS,
+    JSON,
+    MAX_COLUMN_NAME_CHARS,
+    MAX_COLUMNS,
+    MAX_LIST_ITEMS,
+    MAX_STRING_CHARS,
+    MAX_TIMESTAMP_MS,
+    META_COLUMNS,
+    NDJSON,
+    PREFIXES,
+    SECTIONS,
+    VALUE_PREFIXES,
+    encode_arrow_stream,
+)
 
-NDJSON = "application/x-ndjson"
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-ARROW_FILE = "application/vnd.apache.arrow.file"
-JSON = "application/json"
 ACCEPTED = (JSON, f"{JSON}; format=pandas-records", NDJSON, ARROW_FILE, ARROW_STREAM)
-
-PREFIXES = {"in.": "inputs", "out.": "outputs", "gt.": "ground_truth", "tag.": "tags"}
-SECTIONS = {v: k for k, v in PREFIXES.items()}
-EVENT_FIELDS = ("timestamp", "event_id", "model_version", "elapsed_ns")
 MAX_EVENTS = 1_000_000
 MAX_REPORTED = 20  # field errors listed in one 422
 _PLAIN = frozenset({int, float, bool, type(None)})
-_META_COLUMNS = 5  # model, timestamp, event_id, model_version, elapsed_ns
-MAX_TIMESTAMP_MS = 253_402_300_800_000  # year 10000, as the worker reads timestamps
 
 
 class IngestError(ValueError):
@@ -162,7 +169,7 @@ def normalize_event(model: str, event: Any) -> dict[str, Any]:
         raise _EventInvalid(("model",), f"event names model {str(claimed)[:80]!r} but was posted to model "
                                         f"{model!r}", "bad-model")
     out: dict[str, Any] = {"model": model}
-    columns = _META_COLUMNS
+    columns = len(META_COLUMNS)
     for key, value in event.items():
         if key == "model":
             continue
@@ -175,7 +182,7 @@ def normalize_event(model: str, event: Any) -> dict[str, Any]:
                 raise _EventInvalid((key,), f"{key} must be an object of name → value", "bad-section")
             short = SECTIONS[key]
             for name, v in value.items():
-                if len(name) + len(short) > 256:
+                if len(name) + len(short) > MAX_COLUMN_NAME_CHARS:
                     raise _EventInvalid((key, name[:64]), f"column name {short}{name[:64]}… is too long", "bad-column")
                 _check_value((key, name), short + name, v)
             columns += len(value)
@@ -191,7 +198,7 @@ def normalize_event(model: str, event: Any) -> dict[str, Any]:
             name = key[len(prefix):]
             if not name:
                 raise _EventInvalid((key,), f"key {key!r} has no column name after the prefix", "bad-column")
-            if len(name) + len(SECTIONS[section]) > 256:
+            if len(name) + len(SECTIONS[section]) > MAX_COLUMN_NAME_CHARS:
                 raise _EventInvalid((key[:64],), f"column name {key[:64]!r}… is too long", "bad-column")
             _check_value((key,), SECTIONS[section] + name, value)
             columns += 1
@@ -234,34 +241,42 @@ def _json_events(model: str, body: bytes) -> list[dict[str, Any]]:
         data = [data]
     if not isinstance(data, list):
         raise IngestError("body: expected a JSON array of event objects (pandas-records) or one event object")
-    events = []
     bad = _Collector()
-    for i, e in enumerate(data):
-        try:
-            events.append(normalize_event(model, e))
-        except _EventInvalid as exc:
-            bad.add((i, *exc.loc), f"event {i}: {exc.msg}", exc.type)
+    events = _normalized(model, enumerate(data), bad, "event", 0)
     bad.raise_any("invalid events")
     return events
 
 
 def _ndjson_events(model: str, body: bytes) -> list[dict[str, Any]]:
-    events = []
     bad = _Collector()
-    for i, line in enumerate(body.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            bad.add((i,), f"line {i + 1}: invalid JSON: {exc}", "json_invalid")
-            continue
-        try:
-            events.append(normalize_event(model, event))
-        except _EventInvalid as exc:
-            bad.add((i, *exc.loc), f"line {i + 1}: {exc.msg}", exc.type)
+
+    def parsed_lines() -> Iterator[tuple[int, Any]]:
+        for i, line in enumerate(body.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                bad.add((i,), f"line {i + 1}: invalid JSON: {exc}", "json_invalid")
+                continue
+            yield i, event
+
+    events = _normalized(model, parsed_lines(), bad, "line", 1)
     bad.raise_any("invalid lines")
     return events
+
+
+def _normalized(model: str, events: Iterable[tuple[int, Any]], bad: _Collector, noun: str,
+                first_number: int) -> list[dict[str, Any]]:
+    """`normalize_event` of each (index, event); a bad event is a field error of `bad`, named
+    `<noun> <index + first_number>` (events count from 0, lines from 1)."""
+    normalized = []
+    for i, event in events:
+        try:
+            normalized.append(normalize_event(model, event))
+        except _EventInvalid as exc:
+            bad.add((i, *exc.loc), f"{noun} {i + first_number}: {exc.msg}", exc.type)
+    return normalized
 
 
 def _ndjson_messages(events: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
@@ -295,12 +310,12 @@ def _arrow_table(body: bytes, main: str) -> pa.Table:
 def _flatten_arrow(model: str, table: pa.Table) -> pa.Table:
     names = []
     for name in table.column_names:
-        if name == "model" or name in EVENT_FIELDS or name.startswith(tuple(PREFIXES)):
+        if name == "model" or name in EVENT_FIELDS or name.startswith(VALUE_PREFIXES):
             names.append(name)
         elif not name:
             raise IngestError("body: Arrow column with an empty name")
         else:
-            names.append(f"in.{name}")
+            names.append(SECTIONS["inputs"] + name)
     if len(set(names)) != len(names):
         raise IngestError(f"body: duplicate column names after flattening: {names}")
     table = table.rename_columns(names)
@@ -379,11 +394,7 @@ def _arrow_messages(table: pa.Table, max_bytes: int) -> list[bytes]:
     rows_per_message = max(1, max_bytes // (per_row * 2))
     messages = []
     for start in range(0, table.num_rows, rows_per_message):
-        sink = pa.BufferOutputStream()
-        part = table.slice(start, rows_per_message)
-        with ipc.new_stream(sink, part.schema) as writer:
-            writer.write_table(part)
-        messages.append(sink.getvalue().to_pybytes())
+        messages.append(encode_arrow_stream(table.slice(start, rows_per_message)))
     return messages
 
 

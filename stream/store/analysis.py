@@ -1,5 +1,6 @@
-"""SQL of the analysis side: target batches from `profiles`, `analyzer_results`, `alerts`, and the
-analysis configuration (monitor documents, Arthur metrics and alert rules) in the `config` table.
+"""The analysis results: `analyzer_results` and `alerts` (the target batches they are computed from are
+read by :mod:`stream.store.profiles`; the analysis configuration — monitor documents, Arthur metrics
+and alert rules — is :class:`stream.store.rules.MonitoringRepository`).
 
 Tables (migration 2 in :mod:`stream.store.client`):
 
@@ -19,42 +20,32 @@ Every statement is parametrized; only table names (from :meth:`Store.table`) are
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from sketches import DatasetProfile
 from stream.analysis.analyzers import AnalyzerResult
-from stream.analysis.monitor_config import MonitorDocument, parse_document
-from stream.config.models import ConfigRepository
 from stream.store.client import Store, Where
-from stream.store.profiles import merge_blobs
 
 __all__ = [
     "ALERT_COLUMNS",
     "RESULT_COLUMNS",
     "AlertRecord",
-    "AnalysisConfig",
-    "BatchKey",
     "ResultRecord",
     "alert_ids_present",
-    "batch_fingerprints",
     "hash64",
     "last_rule_alert_ms",
     "list_alerts",
     "list_results",
-    "load_batches",
     "reported_anomalies",
     "stored_result_versions",
     "unpublished_alerts",
     "write_alerts",
     "write_results",
 ]
-
-BatchKey = tuple[str, int]  # (stored segment name, window_start ms)
 
 RESULT_COLUMNS = [
     "model", "analyzer_id", "analyzer_type", "granularity", "segment", "column", "dataset_timestamp", "metric",
@@ -188,51 +179,6 @@ def list_results(store: Store, model: str, *, analyzer_id: str | None = None, st
     return rows
 
 
-# ------------------------------------------------------------------------------------------------ batches
-def batch_fingerprints(store: Store, model: str, granularity: str, start_ms: int,
-                       end_ms: int) -> dict[BatchKey, tuple[int, int]]:
-    """(segment, window_start) → (fingerprint = sum of partition row versions, row_count) in [start, end)."""
-    rows = store.query_rows(
-        "SELECT segment, toUnixTimestamp64Milli(window_start), sum(version), sum(row_count) "
-        f"FROM {store.table('profiles')} FINAL WHERE model = {{m:String}} AND granularity = {{g:String}} "
-        "AND window_start >= fromUnixTimestamp64Milli({s:Int64}, 'UTC') "
-        "AND window_start < fromUnixTimestamp64Milli({e:Int64}, 'UTC') GROUP BY 1, 2",
-        {"m": model, "g": granularity, "s": start_ms, "e": end_ms})
-    return {(str(seg), int(ws)): (int(v), int(n)) for seg, ws, v, n in rows}
-
-
-def load_batches(store: Store, model: str, granularity: str,
-                 keys: Iterable[BatchKey]) -> dict[BatchKey, DatasetProfile]:
-    """Merged profile of each (segment, window_start) that has rows (partition rows merged)."""
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    out: dict[BatchKey, list[bytes]] = {}
-    chunk = 2000
-    for i in range(0, len(wanted), chunk):
-        part = wanted[i:i + chunk]
-        rows = store.query_rows(
-            "SELECT segment, toUnixTimestamp64Milli(window_start) AS ws, profile "
-            f"FROM {store.table('profiles')} FINAL WHERE model = {{m:String}} AND granularity = {{g:String}} "
-            "AND window_start >= fromUnixTimestamp64Milli({s:Int64}, 'UTC') "
-            "AND window_start <= fromUnixTimestamp64Milli({e:Int64}, 'UTC') "
-            "AND has({keys:Array(Tuple(String, Int64))}, (segment, toUnixTimestamp64Milli(window_start))) "
-            "ORDER BY segment, window_start, source_topic, source_partition",
-            {"m": model, "g": granularity, "s": min(k[1] for k in part), "e": max(k[1] for k in part),
-             "keys": [tuple(k) for k in part]},
-            binary=("profile",))
-        for seg, ws, blob in rows:
-            out.setdefault((str(seg), int(ws)), []).append(blob)
-    return {k: merge_blobs(v) for k, v in out.items()}
-
-
-def last_upload_ms(store: Store, model: str, granularity: str) -> int | None:
-    rows = store.query_rows(
-        f"SELECT toUnixTimestamp64Milli(max(written_at)), count() FROM {store.table('profiles')} "
-        "WHERE model = {m:String} AND granularity = {g:String}", {"m": model, "g": granularity})
-    return int(rows[0][0]) if rows and rows[0][1] else None
-
-
 # ------------------------------------------------------------------------------------------------ alerts
 @dataclass
 class AlertRecord:
@@ -319,52 +265,3 @@ def last_rule_alert_ms(store: Store, model: str, rule_id: str) -> int | None:
         f"SELECT toUnixTimestamp64Milli(max(dataset_timestamp)), count() FROM {store.table('alerts')} FINAL "
         "WHERE model = {m:String} AND source = 'rule' AND rule_id = {r:String}", {"m": model, "r": rule_id})
     return int(rows[0][0]) if rows and rows[0][1] else None
-
-
-# ------------------------------------------------------------------------------------------------ config
-MONITOR_CONFIG_KIND = "monitor_config"
-ALERT_RULE_KIND = "alert_rule"
-METRIC_KIND = "metric"
-
-
-class AnalysisConfig:
-    """Monitor documents (kind ``monitor_config``, key ``""``), Arthur metrics (kind ``metric``, key =
-    metric id) and alert rules (kind ``alert_rule``, key = rule id) in the `config` table, through
-    :class:`stream.config.models.ConfigRepository` (same versioning and soft deletes)."""
-
-    def __init__(self, store: Store) -> None:
-        self.repo = ConfigRepository(store)
-
-    # monitor documents
-    def put_monitor_config(self, model: str, doc: MonitorDocument | dict[str, Any]) -> int:
-        body = doc.to_json() if isinstance(doc, MonitorDocument) else doc
-        return self.repo._put(MONITOR_CONFIG_KIND, model, "", body)
-
-    def get_monitor_config(self, model: str) -> MonitorDocument | None:
-        rows = self.repo._rows(MONITOR_CONFIG_KIND, model)
-        return parse_document(orjson.loads(rows[0]["body"])) if rows else None
-
-    def monitor_configs(self) -> dict[str, tuple[MonitorDocument, int]]:
-        """model → (document, config version) for every model with a monitor document."""
-        return {r["model"]: (parse_document(orjson.loads(r["body"])), int(r["version"]))
-                for r in self.repo._rows(MONITOR_CONFIG_KIND)}
-
-    def delete_monitor_config(self, model: str) -> bool:
-        if not self.repo._rows(MONITOR_CONFIG_KIND, model):
-            return False
-        self.repo._put(MONITOR_CONFIG_KIND, model, "", None, deleted=True)
-        return True
-
-    # generic keyed bodies (metrics and rules)
-    def put_item(self, kind: str, model: str, key: str, body: dict[str, Any]) -> int:
-        return self.repo._put(kind, model, key, body)
-
-    def items(self, kind: str, model: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-        """(model, key, body) of every live item of ``kind``."""
-        return [(r["model"], r["key"], orjson.loads(r["body"])) for r in self.repo._rows(kind, model)]
-
-    def delete_item(self, kind: str, model: str, key: str) -> bool:
-        if not any(k == key for _, k, _ in self.items(kind, model)):
-            return False
-        self.repo._put(kind, model, key, None, deleted=True)
-        return True

@@ -310,6 +310,26 @@ class Store:
             self.client.close()
 
 
+# What turns the embedded engine into a server: start its HTTP and native listeners, then block (one
+# row a second, for decades) so the process serves until it is terminated.
+_SERVE_STATEMENTS = (
+    "SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; "
+    "SELECT max(sleepEachRow(1)) FROM numbers(1000000000) SETTINGS max_block_size=1, "
+    "function_sleep_max_microseconds_per_block=0, max_execution_time=0"
+)
+
+
+def serve_embedded(data_path: str) -> None:
+    """Run ClickHouse's HTTP and native listeners on the embedded engine at `data_path` until the
+    process is terminated: the child process of `stream.cli.services.LocalClickHouse.up`, whose
+    working directory holds the `config.xml` naming the ports. Uses a private chdb API (guarded by
+    `stream.cli.services.check_chdb_version`)."""
+    import importlib
+
+    native = importlib.import_module("chdb._chdb")
+    native.query(_SERVE_STATEMENTS, "TabSeparated", path=data_path)
+
+
 _shared: dict[str, Store] = {}
 _shared_lock = threading.Lock()
 

@@ -1,37 +1,55 @@
-"""Read-side SQL of the API: profiles per window, anomalies / validation failures, counts over time.
+"""The profile tables: `profiles` (one row per window, segment and source partition), its per-column
+`column_summaries`, and the whole-day merges in `profile_rollups` — written by the worker, read by the
+API, the analysis, the assays and the reference snapshots, all through this module.
 
 Every statement is parametrized (`{name:Type}`); the only text spliced into SQL is table names
 (from `Store.table`) and choices from fixed allowlists in this module. Times are passed as epoch
-milliseconds and converted in SQL, so there is no time-zone ambiguity.
+milliseconds and converted in SQL, so there is no time-zone ambiguity. Every read of `profiles`
+filters through :func:`profile_where`, so the hidden minute profiles of filtered Arthur metrics
+(segments `__filter__=…`) come back only to a reader that names them.
 
 Profiles are stored one row per (window, segment, source partition); a window's profile is the
 merge of its partition rows. Reading a window whose data sits in one partition row uses the stored
 `summary` (no sketch decoding); windows with several rows, and roll-ups over a range, merge the
-sketches. Roll-ups merge per UTC day first and keep those day profiles in a small in-process cache
-keyed by the day's row fingerprint (count and sum of row versions), so repeated range queries
-only decode the days whose data changed.
+sketches (`DatasetProfile.merge_many`). Roll-ups merge per UTC day first and keep those day profiles
+in a small in-process cache keyed by the day's row fingerprint (count and sum of row versions), so
+repeated range queries only decode the days whose data changed.
+
+>>> w = profile_where("house", "hourly", start_ms=0, segment="")
+>>> w.sql()
+"model = {model:String} AND granularity = {granularity:String} AND window_start >= \
+fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND segment = {segment:String}"
+>>> profile_where("house").sql()
+"model = {model:String} AND NOT startsWith(segment, '__filter__=')"
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import datasketches as ds
 import orjson
 import pyarrow as pa
 
-from sketches import ColumnProfile, DatasetProfile
+from sketches import DatasetProfile, ProfileFormatError
 from stream.config.row_filters import FILTER_SEGMENT_PREFIX
 from stream.store.client import Store, Where
 
 DAY_MS = 86_400_000
-INTERVALS: dict[str, str] = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
+BatchKey = tuple[str, int]  # (stored segment name, window_start ms)
+PROFILE_COLUMNS = [
+    "model", "granularity", "segment", "window_start", "window_end", "source_topic", "source_partition",
+    "min_offset", "max_offset", "row_count", "late_count", "validation_failures", "summary", "profile",
+    "model_versions", "config_version", "version", "written_at",
+]
+SUMMARY_COLUMNS = [
+    "model", "granularity", "segment", "window_start", "source_topic", "source_partition", "column", "count",
+    "null_count", "mean", "stddev", "min", "max", "median", "unique_est", "inferred_type", "version",
+]
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -47,8 +65,102 @@ def _arrow_ms(value: Any) -> int:
     return int(value)
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def profile_where(model: str, granularity: str | None = None, *, start_ms: int | None = None,
+                  end_ms: int | None = None, segment: str | None = None,
+                  segments: Sequence[str] | None = None) -> Where:
+    """The conditions of every read of `profiles`: one model (and granularity), window starts in
+    [start, end), and the segments asked for — by name (`segment`, or any of `segments`), else every
+    segment a user sees: the hidden minute profiles of filtered metrics only ever come by name."""
+    where = Where().equals("model", "model", model).equals("granularity", "granularity", granularity)
+    where.time_range("window_start", start_ms, end_ms)
+    if segment is not None:
+        return where.equals("segment", "segment", segment)
+    if segments is not None:
+        return where.add("has({segments:Array(String)}, segment)", segments=list(segments))
+    return where.add(f"NOT startsWith(segment, '{FILTER_SEGMENT_PREFIX}')")
+
+
 # ------------------------------------------------------------------------------------------------
-# profiles
+# window rows: what the worker writes and reads back
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoredWindow:
+    """One row of `profiles`: a window's profile for one segment and source partition, with lineage."""
+
+    model: str
+    granularity: str
+    segment: str
+    window_start_ms: int
+    window_end_ms: int
+    partition: int
+    profile: DatasetProfile
+    min_offset: int
+    max_offset: int
+    late_count: int
+    model_versions: list[str]
+    config_version: int
+
+
+def write_windows(store: Store, source_topic: str, windows: Sequence[StoredWindow]) -> int:
+    """Write window rows (profile + per-column summaries) in two batched inserts. A row's `version`
+    is its highest source offset + 1, so a replayed flush replaces it and never wins over a newer one."""
+    now = datetime.now(UTC)
+    profiles, summaries = [], []
+    for w in windows:
+        summary = w.profile.summary()
+        version = w.max_offset + 1
+        start = ms_to_datetime(w.window_start_ms)
+        profiles.append([
+            w.model, w.granularity, w.segment, start, ms_to_datetime(w.window_end_ms), source_topic, w.partition,
+            w.min_offset, w.max_offset, w.profile.row_count, w.late_count, w.profile.failed_events,
+            orjson.dumps(summary, option=orjson.OPT_NON_STR_KEYS).decode(), w.profile.to_bytes(),
+            w.model_versions, w.config_version, version, now,
+        ])
+        for column, s in summary["columns"].items():
+            summaries.append([
+                w.model, w.granularity, w.segment, start, source_topic, w.partition, column,
+                int(s.get("count") or 0), int(s.get("null_count") or 0), _number(s.get("mean")),
+                _number(s.get("stddev")), _number(s.get("min")), _number(s.get("max")), _number(s.get("median")),
+                _number(s.get("unique_est")), str(s.get("inferred_type") or ""), version,
+            ])
+    store.insert("profiles", profiles, PROFILE_COLUMNS)
+    store.insert("column_summaries", summaries, SUMMARY_COLUMNS)
+    return len(profiles)
+
+
+def stored_windows(store: Store, source_topic: str, model: str, granularity: str, partition: int,
+                   window_starts: Iterable[int], segments: Iterable[str]) -> list[StoredWindow]:
+    """The rows of one source partition whose window start and segment are among those given (the
+    windows a worker flushed before; late events merge into them). A row whose profile cannot be
+    decoded (written by an older format) is left out: the worker's new state replaces it."""
+    where = profile_where(model, granularity, segments=sorted(set(segments)))
+    where.add("source_topic = {topic:String} AND source_partition = {partition:UInt32}",
+              topic=source_topic, partition=partition)
+    where.add("window_start IN (SELECT fromUnixTimestamp64Milli(arrayJoin({starts:Array(Int64)}), 'UTC'))",
+              starts=sorted(set(window_starts)))
+    rows = store.query_rows(
+        "SELECT segment, toUnixTimestamp64Milli(window_start), toUnixTimestamp64Milli(window_end), "
+        "min_offset, max_offset, late_count, model_versions, config_version, profile "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()}", where.params, binary=("profile",))
+    out = []
+    for segment, start, end, min_offset, max_offset, late, versions, config_version, blob in rows:
+        try:
+            profile = DatasetProfile.from_bytes(blob)
+        except ProfileFormatError:
+            continue
+        out.append(StoredWindow(model, granularity, segment, int(start), int(end), partition, profile,
+                                int(min_offset), int(max_offset), int(late), list(versions), int(config_version)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# windows and roll-ups: what the API reads
 # ------------------------------------------------------------------------------------------------
 
 
@@ -82,36 +194,19 @@ class WindowProfile:
         return performance
 
 
-def _profile_where(segment: str | None) -> str:
-    where = ("model = {model:String} AND granularity = {granularity:String} "
-             "AND window_start >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
-             "AND window_start < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
-    if segment is not None:
-        where += " AND segment = {segment:String}"
-    else:  # every segment a user sees: not the minute profiles kept for filtered metrics
-        where += f" AND NOT startsWith(segment, '{FILTER_SEGMENT_PREFIX}')"
-    return where
-
-
-def _params(model: str, granularity: str, start_ms: int, end_ms: int, segment: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": model, "granularity": granularity, "start": start_ms, "end": end_ms}
-    if segment is not None:
-        params["segment"] = segment
-    return params
-
-
 def profile_windows(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
                     segment: str | None) -> list[WindowProfile]:
     """Windows in [start, end) of `segment` (None = every segment), partition rows merged.
 
     A window held in a single partition row is answered from its stored summary."""
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
     sql = (
         "SELECT segment, toUnixTimestamp64Milli(window_start) AS ws, row_count, summary, "
         "if(count() OVER (PARTITION BY segment, window_start) > 1, profile, '') AS profile "
-        f"FROM {store.table('profiles')} FINAL WHERE {_profile_where(segment)} "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
         "ORDER BY segment, window_start, source_topic, source_partition"
     )
-    table = store.query_arrow(sql, _params(model, granularity, start_ms, end_ms, segment))
+    table = store.query_arrow(sql, where.params)
     out: list[WindowProfile] = []
     if table.num_rows == 0:
         return out
@@ -136,80 +231,8 @@ def profile_windows(store: Store, model: str, granularity: str, start_ms: int, e
 
 
 def merge_blobs(blobs: Iterable[bytes]) -> DatasetProfile:
-    return merge_profiles([DatasetProfile.from_bytes(b) for b in blobs])
-
-
-class _ColumnAccumulator:
-    """Merges many column profiles into one in place (one KLL, one HLL union, one frequent-items
-    sketch), instead of allocating a new profile per pairwise merge as `ColumnProfile.merge` does.
-    Same arithmetic as `ColumnProfile.merge`; ~10x faster over hundreds of windows."""
-
-    def __init__(self, kll_k: int, hll_lg_k: int, fi_lg_max_k: int) -> None:
-        self.out = ColumnProfile(kll_k, hll_lg_k, fi_lg_max_k)
-        self.union = ds.hll_union(hll_lg_k)
-
-    def add(self, c: ColumnProfile) -> None:
-        o = self.out
-        o.count += c.count
-        o.null_count += c.null_count
-        o.nan_count += c.nan_count
-        o.inf_count += c.inf_count
-        for t, n in c.type_counts.items():
-            o.type_counts[t] = o.type_counts.get(t, 0) + n
-        o.moments = o.moments.merge(c.moments)
-        if c.min is not None:
-            o.min = c.min if o.min is None else min(o.min, c.min)
-        if c.max is not None:
-            o.max = c.max if o.max is None else max(o.max, c.max)
-        o.kll.merge(c.kll)
-        self.union.update(c.hll)
-        o.fi.merge(c.fi)
-        o.fi_dropped += c.fi_dropped
-
-    def result(self) -> ColumnProfile:
-        self.out.hll = self.union.get_result(self.out.hll.tgt_type)
-        return self.out
-
-
-def merge_profiles(profiles: Sequence[DatasetProfile]) -> DatasetProfile:
-    """Merge many dataset profiles (result equals `DatasetProfile.merge_all` up to sketch randomness)."""
-    if len(profiles) <= 2:
-        return DatasetProfile.merge_all(profiles)
-    first = profiles[0]
-    out = DatasetProfile(first.kll_k, first.hll_lg_k, first.fi_lg_max_k,
-                         frozenset().union(*(p.list_elements for p in profiles)),
-                         {k: v for p in reversed(profiles) for k, v in p.performance_config.items()},
-                         first.score_threshold)
-    columns: dict[str, _ColumnAccumulator] = {}
-    latency: _ColumnAccumulator | None = None
-    for p in profiles:
-        out.row_count += p.row_count
-        for name, col in p.columns.items():
-            acc = columns.get(name)
-            if acc is None:
-                lg = max(c.hll_lg_k for q in profiles if (c := q.columns.get(name)) is not None)
-                acc = columns[name] = _ColumnAccumulator(col.kll_k, lg, col.fi_lg_max_k)
-            acc.add(col)
-        if latency is None:
-            latency = _ColumnAccumulator(p.latency.kll_k, max(q.latency.hll_lg_k for q in profiles),
-                                         p.latency.fi_lg_max_k)
-        latency.add(p.latency)
-        for k, v in p.validation_failures.items():
-            out.validation_failures[k] = out.validation_failures.get(k, 0) + v
-        out.failed_events += p.failed_events
-    out.columns = {name: columns[name].result() for name in sorted(columns)}
-    if latency is not None:
-        out.latency = latency.result()
-    if any(p.performance for p in profiles):  # rare: merge performance metrics the public way
-        perf = DatasetProfile.merge_all([_performance_only(p) for p in profiles])
-        out.performance = perf.performance
-    return out
-
-
-def _performance_only(p: DatasetProfile) -> DatasetProfile:
-    q = DatasetProfile(p.kll_k, p.hll_lg_k, p.fi_lg_max_k, p.list_elements, p.performance_config, p.score_threshold)
-    q.performance = p.performance
-    return q
+    """The merge of serialized profiles (the partition rows of a window, the windows of a day)."""
+    return DatasetProfile.merge_many([DatasetProfile.from_bytes(b) for b in blobs])
 
 
 @dataclass
@@ -249,13 +272,12 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
 
     Works per UTC day: one cheap query fingerprints each (segment, day); days already merged with
     the same fingerprint come from the cache, the rest are fetched and merged in one query."""
-    where = _profile_where(segment)
-    params = _params(model, granularity, start_ms, end_ms, segment)
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
     table = store.query_arrow(
         "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, "
         "count() AS n, sum(version) AS v, sum(row_count) AS rows "
-        f"FROM {store.table('profiles')} FINAL WHERE {where} GROUP BY segment, day ORDER BY segment, day",
-        params)
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} GROUP BY segment, day ORDER BY segment, day",
+        where.params)
     days: list[tuple[str, int, int, int, int]] = list(zip(
         table.column("segment").to_pylist(), table.column("day").to_pylist(), table.column("n").to_pylist(),
         table.column("v").to_pylist(), table.column("rows").to_pylist(), strict=True))
@@ -279,10 +301,10 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
     if missing:
         fetched = store.query_arrow(
             "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, profile "
-            f"FROM {store.table('profiles')} FINAL WHERE {where} "
+            f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
             "AND has({days:Array(Tuple(String, Int64))}, (segment, day)) "
             "ORDER BY segment, day, window_start, source_topic, source_partition",
-            {**params, "days": missing})
+            {**where.params, "days": missing})
         groups: dict[tuple[str, int], list[bytes]] = {}
         for seg, day, blob in zip(fetched.column("segment").to_pylist(), fetched.column("day").to_pylist(),
                                   fetched.column("profile").cast(pa.binary()).to_pylist(), strict=True):
@@ -300,7 +322,7 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
         if (seg, day) in merged:
             per_segment.setdefault(seg, []).append(merged[(seg, day)])
     for seg, profiles in per_segment.items():
-        total = merge_profiles(profiles)
+        total = DatasetProfile.merge_many(profiles)
         result[seg] = (total.row_count, total)
     return result
 
@@ -338,166 +360,123 @@ def compact_days(store: Store, model: str, granularity: str, now_ms: int, days_b
 
 
 def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: int) -> list[str]:
+    """The segments with windows in [start, end) (hidden filter segments left out)."""
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms)
     rows = store.query_rows(
-        f"SELECT DISTINCT segment FROM {store.table('profiles')} WHERE {_profile_where(None)} ORDER BY segment",
-        _params(model, granularity, start_ms, end_ms, None))
+        f"SELECT DISTINCT segment FROM {store.table('profiles')} WHERE {where.sql()} ORDER BY segment", where.params)
     return [r[0] for r in rows]
 
 
-# ------------------------------------------------------------------------------------------------
-# anomalies and validation failures
-# ------------------------------------------------------------------------------------------------
-
-
-def _anomaly_where(model: str, start_ms: int | None, end_ms: int | None, segment: str | None,
-                   validation: str | None) -> tuple[str, dict[str, Any]]:
-    where = Where().equals("model", "model", model).time_range("event_time", start_ms, end_ms)
-    where.equals("segment", "segment", segment)
-    if validation is not None:
-        where.add("has(failed, {validation:String})", validation=validation)
-    return where.sql(), where.params
-
-
-ANOMALY_COLUMNS = ("event_time", "event_id", "model_version", "segment", "anomaly_count", "failed",
-                   "event_values", "source_topic", "source_partition", "source_offset", "config_version")
-
-
-def list_anomalies(store: Store, model: str, *, start_ms: int | None = None, end_ms: int | None = None,
-                   segment: str | None = None, validation: str | None = None, limit: int = 100,
-                   offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page of anomaly_log rows, newest first)."""
-    where, params = _anomaly_where(model, start_ms, end_ms, segment, validation)
-    table = store.table("anomaly_log")
-    total = int(store.query_rows(f"SELECT count() FROM {table} FINAL WHERE {where}", params)[0][0])
-    rows = store.query_dicts(
-        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
-        f"FROM {table} FINAL WHERE {where} "
-        "ORDER BY event_time DESC, source_topic, source_partition, source_offset, event_id "
-        "LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
-        {**params, "limit": limit, "offset": offset})
-    return total, rows
-
-
-def get_anomaly(store: Store, model: str, source_topic: str, partition: int, offset: int,
-                event_id: str) -> dict[str, Any] | None:
-    rows = store.query_dicts(
-        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
-        f"FROM {store.table('anomaly_log')} FINAL WHERE model = {{model:String}} "
-        "AND source_topic = {topic:String} AND source_partition = {partition:UInt32} "
-        "AND source_offset = {offset:UInt64} AND event_id = {event_id:String} LIMIT 1",
-        {"model": model, "topic": source_topic, "partition": partition, "offset": offset, "event_id": event_id})
-    return rows[0] if rows else None
-
-
-def validation_counts(store: Store, model: str, interval: str, *, start_ms: int | None = None,
-                      end_ms: int | None = None, segment: str | None = None,
-                      validation: str | None = None) -> list[tuple[int, str, int]]:
-    """(interval start ms, validation name, failing events) per interval and validation."""
-    bucket = INTERVALS[interval]  # allowlisted function name
-    where, params = _anomaly_where(model, start_ms, end_ms, segment, None)
-    having = ""
-    if validation is not None:
-        having = " HAVING validation = {validation:String}"
-        params["validation"] = validation
-    rows = store.query_rows(
-        f"SELECT toUnixTimestamp64Milli(toDateTime64({bucket}(event_time), 3, 'UTC')) AS t, "
-        "arrayJoin(failed) AS validation, count() AS n "
-        f"FROM {store.table('anomaly_log')} FINAL WHERE {where} GROUP BY t, validation{having} "
-        "ORDER BY t, validation", params)
-    return [(int(t), str(v), int(n)) for t, v, n in rows]
 
 
 def window_rows(store: Store, model: str, granularity: str, at_ms: int,
                 segments: Sequence[str]) -> list[dict[str, Any]]:
     """Partition rows of the windows containing `at_ms` for the given segments (lineage)."""
+    where = profile_where(model, granularity, segments=segments)
+    where.add("window_start <= fromUnixTimestamp64Milli({at:Int64}, 'UTC') "
+              "AND window_end > fromUnixTimestamp64Milli({at:Int64}, 'UTC')", at=at_ms)
     return store.query_dicts(
         "SELECT segment, toUnixTimestamp64Milli(window_start) AS window_start_ms, "
         "toUnixTimestamp64Milli(window_end) AS window_end_ms, source_topic, source_partition, min_offset, "
         "max_offset, row_count, late_count, validation_failures, model_versions, config_version, version "
-        f"FROM {store.table('profiles')} FINAL WHERE model = {{model:String}} AND granularity = {{g:String}} "
-        "AND has({segments:Array(String)}, segment) "
-        "AND window_start <= fromUnixTimestamp64Milli({at:Int64}, 'UTC') "
-        "AND window_end > fromUnixTimestamp64Milli({at:Int64}, 'UTC') "
-        "ORDER BY segment, source_topic, source_partition",
-        {"model": model, "g": granularity, "segments": list(segments), "at": at_ms})
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
+        "ORDER BY segment, source_topic, source_partition", where.params)
 
 
 # ------------------------------------------------------------------------------------------------
-# flags (mltrace-style review): rows of the config table with kind "flag", key = event id
+# target batches: what the analysis reads
 # ------------------------------------------------------------------------------------------------
 
-FLAG_KIND = "flag"
-_CONFIG_COLUMNS = ["kind", "model", "key", "body", "version", "deleted", "updated_at"]
 
-
-def put_flag(store: Store, model: str, event_id: str, body: dict[str, Any], deleted: bool = False) -> None:
-    now = datetime.now(UTC)
-    store.insert("config", [[FLAG_KIND, model, event_id, orjson.dumps(body).decode(), time.time_ns(),
-                             int(deleted), now]], _CONFIG_COLUMNS)
-
-
-def list_flags(store: Store, model: str) -> dict[str, dict[str, Any]]:
+def batch_fingerprints(store: Store, model: str, granularity: str, start_ms: int,
+                       end_ms: int) -> dict[BatchKey, tuple[int, int]]:
+    """(segment, window_start) → (fingerprint = sum of partition row versions, row_count) in [start, end)."""
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms)
     rows = store.query_rows(
-        f"SELECT key, body FROM {store.table('config')} FINAL WHERE kind = {{kind:String}} "
-        "AND model = {model:String} AND deleted = 0 ORDER BY key", {"kind": FLAG_KIND, "model": model})
-    return {k: orjson.loads(b) for k, b in rows}
+        "SELECT segment, toUnixTimestamp64Milli(window_start), sum(version), sum(row_count) "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} GROUP BY 1, 2", where.params)
+    return {(str(seg), int(ws)): (int(v), int(n)) for seg, ws, v, n in rows}
 
 
-def anomalies_for_events(store: Store, model: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
-    if not event_ids:
-        return []
-    return store.query_dicts(
-        f"SELECT toUnixTimestamp64Milli(event_time) AS event_time_ms, {', '.join(ANOMALY_COLUMNS[1:])} "
-        f"FROM {store.table('anomaly_log')} FINAL WHERE model = {{model:String}} "
-        "AND has({ids:Array(String)}, event_id) ORDER BY event_time",
-        {"model": model, "ids": list(event_ids)})
+def load_batches(store: Store, model: str, granularity: str,
+                 keys: Iterable[BatchKey]) -> dict[BatchKey, DatasetProfile]:
+    """Merged profile of each (segment, window_start) that has rows (partition rows merged)."""
+    wanted = sorted(set(keys))
+    out: dict[BatchKey, list[bytes]] = {}
+    chunk = 2000
+    for i in range(0, len(wanted), chunk):
+        part = wanted[i:i + chunk]
+        where = profile_where(model, granularity, start_ms=min(k[1] for k in part),
+                              end_ms=max(k[1] for k in part) + 1, segments=sorted({k[0] for k in part}))
+        where.add("has({keys:Array(Tuple(String, Int64))}, (segment, toUnixTimestamp64Milli(window_start)))",
+                  keys=[tuple(k) for k in part])
+        rows = store.query_rows(
+            "SELECT segment, toUnixTimestamp64Milli(window_start) AS ws, profile "
+            f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
+            "ORDER BY segment, window_start, source_topic, source_partition", where.params, binary=("profile",))
+        for seg, ws, blob in rows:
+            out.setdefault((str(seg), int(ws)), []).append(blob)
+    return {k: merge_blobs(v) for k, v in out.items()}
 
 
-def event_known(store: Store, model: str, event_id: str) -> bool:
-    """Whether `event_id` was seen for `model`: no table holds every event id (profiles are
-    aggregates), so an id is known when an anomaly_log row carries it (the event failed a validation)
-    or when it was flagged before (a flag row exists, deleted or not)."""
-    params = {"model": model, "event_id": event_id, "kind": FLAG_KIND}
+def last_upload_ms(store: Store, model: str, granularity: str) -> int | None:
+    """When a window row of the model was last written (epoch ms); None without any."""
+    where = profile_where(model, granularity)
     rows = store.query_rows(
-        f"SELECT (SELECT count() FROM (SELECT 1 FROM {store.table('anomaly_log')} WHERE model = {{model:String}} "
-        "AND event_id = {event_id:String} LIMIT 1)) + "
-        f"(SELECT count() FROM (SELECT 1 FROM {store.table('config')} WHERE kind = {{kind:String}} "
-        "AND model = {model:String} AND key = {event_id:String} LIMIT 1))", params)
-    return bool(rows and int(rows[0][0]) > 0)
+        f"SELECT toUnixTimestamp64Milli(max(written_at)), count() FROM {store.table('profiles')} "
+        f"WHERE {where.sql()}", where.params)
+    return int(rows[0][0]) if rows and rows[0][1] else None
 
 
 # ------------------------------------------------------------------------------------------------
-# dead letters: rejected events (stream/worker/step.py `_dead_letter` → stream/worker/sink.py)
+# single partition rows and bounds: what the assays read
 # ------------------------------------------------------------------------------------------------
 
-DEAD_LETTER_EXCERPT_BYTES = 1024
 
-
-def list_dead_letters(store: Store, *, model: str | None = None, reason: str | None = None,
-                      start_ms: int | None = None, end_ms: int | None = None, limit: int = 100, offset: int = 0,
-                      excerpt_bytes: int = DEAD_LETTER_EXCERPT_BYTES) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page of dead letters, newest first). `model=""` selects the rejected
-    events that name no model (undecodable ones). Rows carry `payload_excerpt` (the first
-    `excerpt_bytes` bytes kept of the rejected input), `payload_bytes` (how many were kept, at most
-    `stream.worker.sink.DEAD_LETTER_PAYLOAD_BYTES`) and `payload_truncated`."""
-    where = Where().equals("model", "model", model).equals("reason", "reason", reason)
-    where.time_range("received_at", start_ms, end_ms)
-    table = store.table("dead_letters")
-    total = int(store.query_rows(f"SELECT count() FROM {table} FINAL WHERE {where.sql()}", where.params)[0][0])
-    payload = "substring(payload, 1, {excerpt:UInt32}) AS excerpt, length(payload) AS payload_bytes"
+def partition_profiles(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
+                       segment: str) -> list[tuple[int, DatasetProfile]]:
+    """(window start ms, profile) of every partition row of `segment` with a window start in [start, end),
+    oldest first (not merged: callers merge only the columns they need)."""
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
     rows = store.query_rows(
-        "SELECT toUnixTimestamp64Milli(received_at) AS t, model, reason, detail, source_topic, source_partition, "
-        f"source_offset, batch_index, {payload} FROM {table} FINAL WHERE {where.sql()} "
-        "ORDER BY received_at DESC, source_topic, source_partition, source_offset, batch_index "
-        "LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
-        {**where.params, "limit": limit, "offset": offset, "excerpt": excerpt_bytes}, binary=("excerpt",))
-    out = []
-    for t, m, r, detail, topic, partition, off, index, excerpt, size in rows:
-        out.append({
-            "received_at_ms": int(t), "model": m, "reason": r, "detail": detail, "source_topic": topic,
-            "source_partition": int(partition), "source_offset": int(off), "batch_index": int(index),
-            "payload_excerpt": bytes(excerpt).decode("utf-8", errors="replace"),
-            "payload_bytes": int(size),
-            "payload_truncated": int(size) > excerpt_bytes,
-        })
-    return total, out
+        "SELECT toUnixTimestamp64Milli(window_start) AS ws, profile "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} ORDER BY window_start",
+        where.params, binary=("profile",))
+    return [(int(ws), DatasetProfile.from_bytes(blob)) for ws, blob in rows]
+
+
+def window_bounds(store: Store, model: str, granularity: str, segment: str) -> tuple[int, int] | None:
+    """(first window start, last window end) of the stored windows of `segment`; None without any."""
+    where = profile_where(model, granularity, segment=segment)
+    rows = store.query_rows(
+        "SELECT toUnixTimestamp64Milli(min(window_start)), toUnixTimestamp64Milli(max(window_end)), count() "
+        f"FROM {store.table('profiles')} WHERE {where.sql()}", where.params)
+    return (int(rows[0][0]), int(rows[0][1])) if rows and rows[0][2] else None
+
+
+# ------------------------------------------------------------------------------------------------
+# columns of a model: what metric definitions are checked against
+# ------------------------------------------------------------------------------------------------
+
+
+def latest_column_types(store: Store, model: str) -> dict[str, str]:
+    """Column → inferred type of the model's latest stored overall-segment window."""
+    where = profile_where(model, segment="")
+    rows = store.query_rows(
+        f"SELECT summary FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
+        "ORDER BY window_start DESC, written_at DESC LIMIT 1", where.params)
+    if not rows:
+        return {}
+    try:
+        columns = orjson.loads(rows[0][0]).get("columns", {})
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return {name: str(col.get("inferred_type", "")) for name, col in columns.items() if isinstance(col, dict)}
+
+
+def summarized_columns(store: Store, model: str) -> set[str]:
+    """Every column any stored window of the model has profiled (from `column_summaries`)."""
+    rows = store.query_rows(
+        f"SELECT DISTINCT column FROM {store.table('column_summaries')} WHERE model = {{model:String}}",
+        {"model": model})
+    return {str(r[0]) for r in rows}

@@ -1,9 +1,13 @@
-"""The Faust application: topics, the window table and the agent of the Driftline worker.
+"""The Faust application of the Driftline worker: app wiring only (docs/architecture.md).
 
-The agent reads as the data flow — raw bytes in, `StreamWorker.process` (decode → validate →
-profile into window state → anomalies out), then the changelog is flushed before the batch is
-acknowledged, so offsets are only committed once the state that holds those events is durable.
-Timers refresh configuration and flush closed windows to the store.
+`create_app` declares the topics and the window table and says what runs when. The agent reads as the
+data flow — raw batches in (stream/worker/delivery.py), `StreamWorker.process` (decode → validate →
+profile into window state → anomalies out), then the changelog is made durable before the batch is
+acknowledged, so offsets are only committed once the state that holds those events is durable
+(docs/delivery.md, docs/guarantees.md). Timers refresh configuration, flush closed windows to the
+store, heartbeat and evict dead group members (stream/worker/membership.py), sample lag for the stall
+watchdog, compact days and, on the worker that owns partition 0 of the events topic, run the analysis
+pass (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import faust
@@ -22,23 +27,23 @@ from stream import telemetry
 from stream.analysis.engine import analysis_tick
 from stream.events.decode import RawMessage
 from stream.settings import STALLED_EXIT_CODE, Settings
-from stream.store.client import StoreError, shared_store
+from stream.store.client import shared_store
 from stream.worker.delivery import BatchDeliveryApp, acknowledge, take_batches
 from stream.worker.fetch_pacing import pace_empty_fetches
-from stream.worker.membership import PeerWatch, group_members, leave_group, record_member
+from stream.worker.membership import PeerWatch, record_member
 from stream.worker.step import StreamWorker
 from stream.worker.windows import key_partition
 
 log = logging.getLogger(__name__)
 ANALYSIS_PARTITION = 0  # the worker holding this events partition runs the analysis timer
-
-
-class OwnershipLost(RuntimeError):
-    """Raised by the analysis publisher once this worker no longer owns the analysis partition."""
 MAX_BATCH = 10_000
 # A take of 10k messages can hold 10k batch messages (10k events each): process it in slices of at
 # most this many value bytes so memory stays bounded; offsets are still acknowledged per take.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+class OwnershipLost(RuntimeError):
+    """Raised by the analysis publisher once this worker no longer owns the analysis partition."""
 
 
 class PartitionedTable(faust.Table):
@@ -74,6 +79,84 @@ def _chunks(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]
     return chunks if chunks[-1] else []
 
 
+def record_lag(lags: dict[int, int]) -> None:
+    """The consumer-lag gauge: one value per assigned partition, none for partitions no longer ours."""
+    telemetry.CONSUMER_LAG.clear()
+    for partition, lag in lags.items():
+        telemetry.CONSUMER_LAG.labels(partition=str(partition)).set(lag)
+
+
+def exit_when_stalled(step: StreamWorker, behind: int, timeout: float) -> None:
+    """The stall watchdog: exit with STALLED_EXIT_CODE when messages are `behind` and nothing was
+    processed for `timeout` seconds. Crash-only recovery: a consumer wedged after a broker outage does
+    not come back by itself, so the supervisor (driftline run's parent, compose, k8s) restarts us;
+    state is in the changelog and replays are fenced. With nothing behind, the worker is not stalled."""
+    stalled = time.monotonic() - step.last_progress
+    if behind and stalled > timeout:
+        log.critical("stalled: %d messages behind and nothing processed for %.0fs; exiting for a restart",
+                     behind, stalled)
+        os._exit(STALLED_EXIT_CODE)
+    if not behind:
+        step.last_progress = time.monotonic()
+
+
+class WorkerParts:
+    """What the app's agent and timers act on: the stream step, the peer watch, side-topic publishing and
+    the analysis ownership. The step and the watch are built on first use, inside the running worker,
+    so the store is opened there and not when the app is declared."""
+
+    def __init__(self, app: BatchDeliveryApp, settings: Settings, windows: MutableMapping[str, str],
+                 side_topics: dict[str, faust.TopicT]) -> None:
+        self.app = app
+        self.settings = settings
+        self.windows = windows
+        self.side_topics = side_topics
+        self.events_topic = settings.topic("events")
+        self._step: StreamWorker | None = None
+        self._peers: PeerWatch | None = None
+
+    @property
+    def step(self) -> StreamWorker:
+        if self._step is None:
+            self._step = StreamWorker(self.settings, shared_store(self.settings.clickhouse_url), self.windows,
+                                      self.publish)
+        return self._step
+
+    @property
+    def peers(self) -> PeerWatch:
+        if self._peers is None:
+            self._peers = PeerWatch(self.step.store, self.settings.bootstrap_servers, self.app.conf.id,
+                                    self.settings.member_timeout_seconds)
+        return self._peers
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
+        """Send to a side topic (dead letters, anomalies, alerts) by its full name."""
+        name = topic.removeprefix(self.settings.topic_prefix)
+        await self.side_topics[name].send(key=key, value=value, headers=list(headers.items()))
+
+    def owns_analysis(self) -> bool:
+        """The analysis owner is the worker assigned partition 0 of the events topic: Kafka's group
+        assignment gives it to exactly one member per generation and moves it when that member
+        leaves or is evicted, so the owner fails over with the partition."""
+        return ANALYSIS_PARTITION in self.app.active_partitions(self.events_topic)
+
+    async def publish_as_analysis_owner(self, topic: str, key: bytes | None, value: bytes,
+                                        headers: dict[str, bytes]) -> None:
+        # An owner that lost partition 0 in the middle of a pass must not publish beside the new
+        # owner: what it has not sent stays pending in the alerts table for the new owner to send.
+        if not self.owns_analysis():
+            raise OwnershipLost("partition 0 of the events topic moved to another worker")
+        await self.publish(topic, key, value, headers)
+
+    async def analyze(self) -> None:
+        """WhyLabs analyzers + monitors, Arthur alert rules and Wallaroo assays, on the owner only."""
+        owner = self.owns_analysis()
+        telemetry.ANALYSIS_OWNER.set(int(owner))
+        if owner:
+            await analysis_tick(self.step.store, self.publish_as_analysis_owner, self.settings.topic("alerts"))
+            telemetry.ANALYSIS_PASSES.inc()
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app bound to the settings' broker; topics are created by `ensure_topics` first."""
     pace_empty_fetches()
@@ -84,7 +167,7 @@ def create_app(settings: Settings) -> faust.App:
         Table=PartitionedTable,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
-        topic_disable_leader=True,  # no leader topic: analysis follows partition 0 (runs_analysis)
+        topic_disable_leader=True,  # no leader topic: analysis follows partition 0 (owns_analysis)
         table_standby_replicas=0,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
@@ -101,139 +184,57 @@ def create_app(settings: Settings) -> faust.App:
     # Values are text (base64 of the binary window state): Faust's changelog recovery decodes
     # table values as JSON text whatever the declared serializer, so raw bytes do not survive it.
     windows = app.Table("windows", partitions=settings.partitions, key_type=str, value_type=str)
-    state: dict[str, StreamWorker] = {}
-    watches: dict[str, PeerWatch] = {}
-
-    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
-        name = topic.removeprefix(settings.topic_prefix)
-        await side_topics[name].send(key=key, value=value, headers=list(headers.items()))
-
-    def worker() -> StreamWorker:
-        if "w" not in state:
-            state["w"] = StreamWorker(settings, shared_store(settings.clickhouse_url), windows, publish)
-        return state["w"]
-
-    def active_partitions() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events.get_topic_name()}
-
-    async def make_durable() -> None:
-        """Changelog writes are buffered; push them to the broker before acknowledging the batch."""
-        await app.producer.buffer.flush()
-        await app.producer.flush()
+    parts = WorkerParts(app, settings, windows, side_topics)
 
     @app.agent(events)
     async def profile_events(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_batches(app, stream, MAX_BATCH, within=0.5, buffer_size=4 * MAX_BATCH):
             for chunk in _chunks([_raw(m) for m in batch], MAX_BATCH_BYTES):
-                await worker().process(chunk)
-            await make_durable()
+                await parts.step.process(chunk)
+            await app.make_durable()
             acknowledge(app, batch)
 
     @app.task
     async def connect_store() -> None:
         """Open the store and read the configuration at start, not inside the first batch."""
-        await worker().refresh_config()
+        await parts.step.refresh_config()
 
     @app.timer(2.0)
     async def refresh_config() -> None:
-        await worker().refresh_config()
-
-    def member_id() -> str:
-        """Our consumer-group member id ("" before the first join)."""
-        consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
-        return str(getattr(getattr(consumer, "_coordinator", None), "member_id", "") or "")  # "" = unknown
+        await parts.step.refresh_config()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def remember_membership(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
-        """Record our group member id so a successor can evict it if we die (stream/worker/membership.py),
-        and beat at once: peers evict listed members without a recent heartbeat."""
-        me = member_id()
+        """Record our group member id so a successor can evict it if we die, and beat at once: peers
+        evict listed members without a recent heartbeat (stream/worker/membership.py)."""
+        me = app.batch_consumer.member_id()
         record_member(settings.data_dir, app.conf.id, me)
         if me:
-            await asyncio.to_thread(peer_watch().beat, me)
-
-    def peer_watch() -> PeerWatch:
-        if "peers" not in watches:
-            watches["peers"] = PeerWatch(worker().store, app.conf.id, settings.member_timeout_seconds)
-        return watches["peers"]
+            await asyncio.to_thread(parts.peers.beat, me)
 
     @app.timer(3.0)
     async def watch_peers() -> None:
-        """Heartbeat our member; evict members of our group whose worker stopped beating."""
-        me, peers = member_id(), peer_watch()
-        if not me or not await asyncio.to_thread(peers.beat, me) or not peers.trusted():
-            return
-        listed = await group_members(settings.bootstrap_servers, app.conf.id)
-        if not listed:
-            return
-        try:
-            dead = await asyncio.to_thread(peers.dead_members, me, listed)
-        except StoreError as exc:
-            log.warning("reading member heartbeats failed: %s", exc)
-            return
-        for member in dead:
-            log.warning("group member %s sent no heartbeat for %.0fs: evicting it", member, peers.timeout)
-            if await leave_group(settings.bootstrap_servers, app.conf.id, member) == 0:
-                telemetry.PEERS_EVICTED.inc()
+        await parts.peers.evict_dead_peers(app.batch_consumer.member_id())
 
     @app.timer(5.0)
     async def sample_lag() -> None:
-        """Lag per assigned events partition: end offset minus the next offset to read."""
-        tps = [tp for tp in app.consumer.assignment() if tp.topic == events.get_topic_name()]
-        try:
-            ends = await app.consumer.highwaters(*tps) if tps else {}
-        except Exception as exc:  # broker unreachable: keep the previous sample
-            log.debug("lag sample failed: %s", exc)
-            return
-        telemetry.CONSUMER_LAG.clear()
-        consumer: Any = app.consumer  # Faust keeps read/committed positions in (untyped) private maps
-        total = 0
-        for tp in tps:
-            read = consumer._read_offset.get(tp)  # last offset handed to the agent
-            upcoming = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
-            lag = max(0, ends[tp] - upcoming)
-            total += lag
-            telemetry.CONSUMER_LAG.labels(partition=str(tp.partition)).set(lag)
-        stalled = time.monotonic() - worker().last_progress
-        if total and stalled > settings.stall_timeout_seconds:
-            # Crash-only recovery: a consumer wedged after a broker outage does not come back by
-            # itself; exit so the supervisor (driftline worker's parent, compose, k8s) restarts us.
-            log.critical("stalled: %d messages behind and nothing processed for %.0fs; exiting for a restart",
-                         total, stalled)
-            os._exit(STALLED_EXIT_CODE)
-        if not total:
-            worker().last_progress = time.monotonic()
-
-    def runs_analysis() -> bool:
-        """The analysis owner is the worker assigned partition 0 of the events topic: Kafka's group
-        assignment gives it to exactly one member per generation and moves it when that member
-        leaves or is evicted, so the owner fails over with the partition."""
-        return ANALYSIS_PARTITION in active_partitions()
-
-    async def publish_as_owner(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
-        # An owner that lost partition 0 in the middle of a pass must not publish beside the new
-        # owner: what it has not sent stays pending in the alerts table for the new owner to send.
-        if not runs_analysis():
-            raise OwnershipLost("partition 0 of the events topic moved to another worker")
-        await publish(topic, key, value, headers)
+        lags = await app.batch_consumer.lag(parts.events_topic)
+        if lags is not None:  # None: the broker did not answer; keep the previous sample
+            record_lag(lags)
+            exit_when_stalled(parts.step, sum(lags.values()), settings.stall_timeout_seconds)
 
     @app.timer(settings.analysis_interval_seconds)
     async def analyze() -> None:
-        """WhyLabs analyzers + monitors, Arthur alert rules and Wallaroo assays, on one worker."""
-        owner = runs_analysis()
-        telemetry.ANALYSIS_OWNER.set(int(owner))
-        if owner:
-            await analysis_tick(worker().store, publish_as_owner, settings.topic("alerts"))
-            telemetry.ANALYSIS_PASSES.inc()
+        await parts.analyze()
 
     @app.timer(300.0)
     async def compact_days() -> None:
-        await worker().compact_days()
+        await parts.step.compact_days()
 
     @app.timer(1.0)
     async def flush_windows() -> None:
-        if await worker().flush(active_partitions()):
-            await make_durable()
+        if await parts.step.flush(app.active_partitions(parts.events_topic)):
+            await app.make_durable()
 
     @app.page("/metrics")
     async def prometheus_metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

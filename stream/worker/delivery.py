@@ -22,6 +22,10 @@ folded exactly once":
 * A taken message is pending (`track_message`) until the caller acknowledges it, after the state
   holding it is durable. Faust's rebalance waits for pending messages, so a batch being processed
   is finished before its partitions are handed over, and commits never pass an unfolded offset.
+
+The rest of what the worker needs from Faust's and aiokafka's internals is here too: its group member
+id, its active partitions and their lag, and flushing the changelog before a batch is acknowledged.
+See docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -254,6 +258,27 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             admitted.append(message)
         return admitted
 
+    def member_id(self) -> str:
+        """Our consumer-group member id ("" before the first join): aiokafka's coordinator knows it."""
+        consumer = getattr(getattr(self, "_thread", None), "_consumer", None)
+        return str(getattr(getattr(consumer, "_coordinator", None), "member_id", "") or "")
+
+    async def lag(self, topic: str) -> dict[int, int] | None:
+        """Messages of `topic` not yet read, per assigned partition: its end offset minus the next offset
+        to read. None when the broker cannot be asked."""
+        tps = [tp for tp in self.assignment() if tp.topic == topic]
+        try:
+            ends = await self.highwaters(*tps) if tps else {}
+        except Exception as exc:  # broker unreachable: the caller keeps the previous sample
+            log.debug("lag sample failed: %s", exc)
+            return None
+        lags: dict[int, int] = {}
+        for tp in tps:
+            read = self._read_offset.get(tp)  # last offset handed to the agent
+            upcoming = read + 1 if read is not None else (self._committed_offset.get(tp) or 0)
+            lags[tp.partition] = max(0, ends[tp] - upcoming)
+        return lags
+
     def request_seek(self, tp: TP, offset: int) -> None:
         """Have the fetch loop position `tp` at `offset` (it seeks between deliveries)."""
         self._seek_requests[tp] = offset
@@ -382,15 +407,31 @@ class BatchDeliveryApp(faust.App):
     def _new_transport(self) -> TransportT:
         return BatchDeliveryTransport(self.conf.broker_consumer, self)
 
+    @property
+    def batch_consumer(self) -> BatchDeliveryConsumer:
+        """The app's consumer (created on first use, like Faust's `consumer`)."""
+        consumer = self.consumer
+        if not isinstance(consumer, BatchDeliveryConsumer):
+            raise TypeError(f"{type(consumer).__name__} is not a BatchDeliveryConsumer")
+        return consumer
 
-async def take_batches(app: faust.App, stream: faust.StreamT[Any], max_messages: int, within: float,
+    def active_partitions(self, topic: str) -> set[int]:
+        """The partitions of `topic` assigned to this worker as active (not standby)."""
+        return {tp.partition for tp in self.assignor.assigned_actives() if tp.topic == topic}
+
+    async def make_durable(self) -> None:
+        """Push the buffered changelog writes to the broker: call it before acknowledging the messages
+        whose effects they hold."""
+        await self.producer.buffer.flush()
+        await self.producer.flush()
+
+
+async def take_batches(app: BatchDeliveryApp, stream: faust.StreamT[Any], max_messages: int, within: float,
                        buffer_size: int) -> AsyncIterator[list[Message]]:
     """Lists of up to `max_messages` raw messages of `stream`'s topic, each gathered for at most
     `within` seconds after its first message. Every message is marked pending; acknowledge the list
     with `acknowledge` once its effects are durable."""
-    consumer = app.consumer
-    if not isinstance(consumer, BatchDeliveryConsumer):
-        raise TypeError("take_batches needs a BatchDeliveryApp")
+    consumer = app.batch_consumer
     buffer = consumer.deliver_raw(stream.channel.get_topic_name(), buffer_size)  # type: ignore[attr-defined]
     aiter(stream.channel)  # iterating the channel (not the stream) subscribes the topic
 

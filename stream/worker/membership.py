@@ -15,10 +15,12 @@ behalf:
 
 On Apache Kafka both are harmless: the broker expires the member after `session.timeout.ms` (shorter
 than the member timeout), and LeaveGroup for an unknown member is answered UNKNOWN_MEMBER_ID, ignored.
+See docs/scaling.md; the heartbeats' SQL is in stream/store/members.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -31,6 +33,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.protocol.group import LeaveGroupRequest
 
+from stream import telemetry
+from stream.store import members
 from stream.store.client import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -94,13 +98,14 @@ async def evict_previous_member(bootstrap: str, data_dir: Path, group_id: str) -
 class PeerWatch:
     """Heartbeats of this worker's group member in the store, and the dead members of its group.
 
-    >>> watch = PeerWatch(None, "g", timeout=30.0)  # type: ignore[arg-type]
+    >>> watch = PeerWatch(None, "127.0.0.1:9092", "g", timeout=30.0)  # type: ignore[arg-type]
     >>> watch.trusted(now=100.0)  # no successful heartbeat yet
     False
     """
 
-    def __init__(self, store: Store, group_id: str, timeout: float) -> None:
+    def __init__(self, store: Store, bootstrap: str, group_id: str, timeout: float) -> None:
         self.store = store
+        self.bootstrap = bootstrap
         self.group_id = group_id
         self.timeout = timeout
         self.host = socket.gethostname()
@@ -111,8 +116,7 @@ class PeerWatch:
     def beat(self, member_id: str) -> bool:
         """Record that `member_id` is alive now; False (and distrust) when the store is unreachable."""
         try:
-            self.store.insert("group_members", [[self.group_id, member_id, self.host, self.pid, datetime.now(UTC)]],
-                              ["group_id", "member_id", "host", "pid", "heartbeat"])
+            members.write_heartbeat(self.store, self.group_id, member_id, self.host, self.pid, datetime.now(UTC))
         except StoreError as exc:
             log.warning("member heartbeat failed: %s", exc)
             self.beating_since = None
@@ -128,12 +132,7 @@ class PeerWatch:
 
     def live_members(self) -> set[str]:
         """Member ids of the group with a heartbeat within the timeout."""
-        cutoff = int((time.time() - self.timeout) * 1000)
-        rows = self.store.query_rows(
-            f"SELECT DISTINCT member_id FROM {self.store.table('group_members')} "
-            "WHERE group_id = {g:String} AND heartbeat >= fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC')",
-            {"g": self.group_id, "cutoff": cutoff})
-        return {str(r[0]) for r in rows}
+        return members.live_member_ids(self.store, self.group_id, int((time.time() - self.timeout) * 1000))
 
     def dead_members(self, own_member_id: str, listed: list[str], now: float | None = None) -> list[str]:
         """Members the broker lists (`listed`), other than ours, that have had no recent heartbeat
@@ -143,3 +142,21 @@ class PeerWatch:
         silent = {m for m in listed if m != own_member_id and m not in live}
         self.silent_since = {m: self.silent_since.get(m, now) for m in silent}
         return sorted(m for m, since in self.silent_since.items() if now - since >= self.timeout)
+
+    async def evict_dead_peers(self, own_member_id: str) -> None:
+        """Heartbeat our member; once our heartbeats are trusted, evict the members of our group whose
+        worker stopped beating."""
+        if not own_member_id or not await asyncio.to_thread(self.beat, own_member_id) or not self.trusted():
+            return
+        listed = await group_members(self.bootstrap, self.group_id)
+        if not listed:
+            return
+        try:
+            dead = await asyncio.to_thread(self.dead_members, own_member_id, listed)
+        except StoreError as exc:
+            log.warning("reading member heartbeats failed: %s", exc)
+            return
+        for member in dead:
+            log.warning("group member %s sent no heartbeat for %.0fs: evicting it", member, self.timeout)
+            if await leave_group(self.bootstrap, self.group_id, member) == 0:
+                telemetry.PEERS_EVICTED.inc()

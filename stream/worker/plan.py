@@ -21,7 +21,7 @@ from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
 from stream.config.models import ConfigSnapshot, ModelConfig
 from stream.config.row_filters import is_filter_segment, row_filter_expr
 from stream.config.validations import ANOMALY_COUNT_COLUMN, ValidationSet
-from stream.events.decode import VALUE_PREFIXES
+from stream.events.schema import SECTIONS, VALUE_PREFIXES
 from stream.worker.windows import WindowKey, WindowState, horizon_key, key_partition, watermark_key, window_bounds
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ def _anomaly_records(model: ModelConfig, rows: pl.DataFrame, result: pl.DataFram
     flagged = pl.concat([rows, result], how="horizontal").filter(pl.col(ANOMALY_COUNT_COLUMN) > 0)
     if flagged.height == 0:
         return []
-    value_columns = [c for c in flagged.columns if c.startswith(("in.", "out.", "gt.", "tag."))]
+    value_columns = [c for c in flagged.columns if c.startswith(VALUE_PREFIXES)]
     records = []
-    tags = [c for c in value_columns if c.startswith("tag.")]
+    tags = [c for c in value_columns if c.startswith(SECTIONS["tags"])]
     for row in flagged.iter_rows(named=True):
         records.append({
             "model": model.name, "segment": _row_segment(row, model.segment_keys, tags),
@@ -174,7 +174,8 @@ def _by_tag_set(rows: pl.DataFrame) -> list[tuple[list[str], pl.DataFrame]]:
     >>> [(tags, part.height) for tags, part in _by_tag_set(df)]
     [(['tag.a'], 2), ([], 1)]
     """
-    tags = [c for c in rows.columns if c.startswith("tag.") and rows.get_column(c).null_count() < rows.height]
+    tags = [c for c in rows.columns
+            if c.startswith(SECTIONS["tags"]) and rows.get_column(c).null_count() < rows.height]
     if not tags:
         return [([], rows)]
     if all(rows.get_column(c).null_count() == 0 for c in tags):
@@ -390,7 +391,7 @@ def due_windows(table: WindowTable, snapshot: ConfigSnapshot, now_wall: float, f
 
 
 def anomaly_message(record: dict[str, Any]) -> bytes:
-    """The JSON record published on the anomalies topic (SPEC §5)."""
+    """The JSON record published on the anomalies topic (docs/events.md)."""
     return orjson.dumps({k: v for k, v in record.items() if k not in ("failed", "config_version", "source_index")},
                         option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TypeVar
 
 from stream import telemetry
-from stream.config.models import ConfigRepository, ConfigSnapshot, ModelConfig
+from stream.config.models import ConfigSnapshot, ModelConfig
 from stream.events.decode import RawMessage, Rejection, decode_messages
 from stream.settings import Settings
 from stream.store import profiles
 from stream.store.client import Store, StoreError
+from stream.store.config import ConfigRepository
 from stream.worker.plan import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey

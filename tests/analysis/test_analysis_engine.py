@@ -14,8 +14,9 @@ from sketches import DatasetProfile
 from stream.analysis.alerts import build_monitor_alerts, filter_anomalies, publish_alerts
 from stream.analysis.engine import batch_end, batch_floor, batch_shift, run_analysis
 from stream.analysis.monitor_config import parse_document
-from stream.store.analysis import AnalysisConfig, list_alerts, list_results
+from stream.store.analysis import list_alerts, list_results
 from stream.store.client import Store
+from stream.store.rules import MonitoringRepository
 from stream.worker.plan import Due
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey, WindowState
@@ -162,8 +163,8 @@ def test_monitors_filters_and_dedup(store: Store) -> None:
          "mode": {"type": "EVERY_ANOMALY"}},
     ]
     doc = _doc(analyzers, monitors)
-    AnalysisConfig(store).put_monitor_config(MODEL, doc)
-    assert AnalysisConfig(store).get_monitor_config(MODEL) == doc
+    MonitoringRepository(store).put_monitor_document(MODEL, doc)
+    assert MonitoringRepository(store).get_monitor_document(MODEL) == doc
     results = run_analysis(store, MODEL, doc, T0 + 4 * HOUR, "hourly", since_ms=T0, column_weights={"in.x": 1.0})
     assert sum(r.anomaly for r in results) == 2  # mean and max of the last window
     by_monitor = {m.id: filter_anomalies(m, results, T0 + 5 * HOUR) for m in doc.monitors}

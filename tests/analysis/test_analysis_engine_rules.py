@@ -6,25 +6,22 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import numpy as np
 import orjson
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
 from sketches import DatasetProfile
 from stream.analysis.alerts import post_webhook
-from stream.analysis.rules import (
-    RuleConfigError,
-    RuleRepository,
-    compute_metric,
-    default_metrics,
-    evaluate_rules,
-    parse_metric,
-)
+from stream.analysis.rule_config import AlertRule, Metric, MetricBody, default_metric_id, default_metrics
+from stream.analysis.rules import compute_metric, evaluate_rules
 from stream.config.row_filters import metric_filters
 from stream.store.analysis import list_alerts
 from stream.store.client import Store
+from stream.store.rules import MonitoringRepository
 from stream.worker.plan import Due
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey, WindowState
@@ -43,29 +40,34 @@ def _minute(store: Store, ws: int, mean: float, seed: int, model: str = MODEL) -
     Sink(store, "events").write_windows([Due(WindowKey(0, model, "minute", ws, ""), state, True)])
 
 
+def _metric(metric_id: str, body: dict[str, Any]) -> Metric:
+    """A metric of the one schema (what the API stores), with `metric_id`."""
+    return Metric(id=metric_id, **MetricBody.model_validate(body).model_dump())
+
+
 def test_metric_validation() -> None:
-    boston = parse_metric({"name": "boston", "query": {"select": [{"function": "count"}], "filter": [
+    boston = MetricBody.model_validate({"name": "boston", "query": {"select": [{"function": "count"}], "filter": [
         {"property": "city", "comparator": "eq", "value": "Boston"}]}})
-    assert metric_filters(boston.query) == [{"property": "city", "comparator": "eq", "value": "Boston"}]
-    drift_b = parse_metric({"name": "psi", "query": {
-        "properties": ["x"], "base": {"source": "reference", "profile_id": "r"},
-        "target": {"source": "inference", "filter": [{"property": "city", "comparator": "in", "value": ["B"]}]}}})
-    assert metric_filters(drift_b.query) == [{"property": "city", "comparator": "in", "value": ["B"]}]
-    with pytest.raises(RuleConfigError, match=r"query\.filter\.0.*needs a list value"):
-        parse_metric({"name": "m", "query": {"select": [{"function": "count"}],
-                                             "filter": [{"property": "city", "comparator": "in", "value": "B"}]}})
-    with pytest.raises(RuleConfigError, match=r"query\.target\.filter\.0"):
-        parse_metric({"name": "psi", "query": {"properties": ["x"], "base": {"source": "reference", "profile_id": "r"},
-                                               "target": {"filter": [{"property": "x", "comparator": "like",
-                                                                      "value": 1}]}}})
-    with pytest.raises(RuleConfigError, match="unsupported function"):
-        parse_metric({"name": "m", "query": {"select": [{"function": "median", "parameters": {"property": "x"}}]}})
-    with pytest.raises(RuleConfigError, match="needs a property"):
-        parse_metric({"name": "m", "query": {"select": [{"function": "avg"}]}})
-    drift = parse_metric({"name": "psi", "query": {"properties": ["x"], "metric": "PSI",
-                                                   "base": {"source": "reference", "profile_id": "ref-1"},
-                                                   "target": {"source": "inference"}}})
-    assert drift.function().parameters == {"property": "x", "reference": "ref-1"}
+    assert metric_filters(boston.model_dump()["query"]) == [{"property": "city", "comparator": "eq", "value": "Boston"}]
+    drift_b = MetricBody.model_validate({"name": "psi", "query": {
+        "select": [{"function": "PSI", "parameters": {"property": "x", "reference": "r"}}],
+        "filter": [{"property": "city", "comparator": "in", "value": ["B"]}]}})
+    assert metric_filters(drift_b.model_dump()["query"]) == [{"property": "city", "comparator": "in", "value": ["B"]}]
+    with pytest.raises(ValidationError, match=r"(?s)query\.filter\.0.*needs a list value"):
+        MetricBody.model_validate({"name": "m", "query": {"select": [{"function": "count"}], "filter": [
+            {"property": "city", "comparator": "in", "value": "B"}]}})
+    with pytest.raises(ValidationError, match=r"query\.filter\.0\.comparator"):
+        MetricBody.model_validate({"name": "psi", "query": {
+            "select": [{"function": "PSI", "parameters": {"property": "x", "reference": "r"}}],
+            "filter": [{"property": "x", "comparator": "like", "value": 1}]}})
+    with pytest.raises(ValidationError, match=r"(?s)query\.select\.0\.function.*Input should be 'avg'"):
+        MetricBody.model_validate({"name": "m", "query": {"select": [{"function": "median",
+                                                                      "parameters": {"property": "x"}}]}})
+    with pytest.raises(ValidationError, match=r"needs parameters\.property"):
+        MetricBody.model_validate({"name": "m", "query": {"select": [{"function": "avg"}]}})
+    with pytest.raises(ValidationError, match=r"needs parameters\.reference"):
+        MetricBody.model_validate({"name": "psi", "query": {"select": [{"function": "PSI",
+                                                                        "parameters": {"property": "x"}}]}})
 
 
 def test_compute_metric_functions() -> None:
@@ -74,36 +76,39 @@ def test_compute_metric_functions() -> None:
                           "gt.y": [1.0, 2.0, 3.0, 6.0]}))
 
     def m(fn: str, **params: object) -> float | None:
-        return compute_metric(parse_metric({"name": fn, "query": {"select": [{"function": fn,
-                                                                              "parameters": params}]}}), p)
+        return compute_metric(_metric(fn, {"name": fn, "query": {"select": [{"function": fn,
+                                                                             "parameters": params}]}}), p)
 
     assert m("avg", property="x") == pytest.approx(8 / 3)
     assert m("sum", property="x") == pytest.approx(8.0)
     assert (m("min", property="x"), m("max", property="x")) == (1.0, 5.0)
     assert m("count", property="x") == 3.0 and m("count") == 4.0
-    assert m("mae") == pytest.approx(0.5) and m("rmse") == pytest.approx(1.0)
+    assert m("mae", ground_truth_property="y") == pytest.approx(0.5)
+    assert m("rmse", ground_truth_property="y") == pytest.approx(1.0)
     ref = DatasetProfile()
     ref.track(pl.DataFrame({"in.x": [1.0, 2.0, 5.0]}))
-    psi = parse_metric({"name": "h", "query": {"select": [{"function": "HellingerDistance",
+    psi = _metric("h", {"name": "h", "query": {"select": [{"function": "HellingerDistance",
                                                            "parameters": {"property": "x", "reference": "ref"}}]}})
     assert compute_metric(psi, p, {"ref": ref}.get) == pytest.approx(0.0, abs=1e-9)
-    assert [d.id for d in default_metrics(["in.x", "gt.y"], p.performance_summary())] == [
-        "default-inference-count", "default-avg-in.x", "default-rmse-gt.y"]
+    # the default metrics the API lists are the ones rules evaluate
+    types = {name: col.inferred_type for name, col in p.columns.items()}
+    defaults = default_metrics("m", types)
+    assert [(d.id, d.name) for d in defaults] == [(default_metric_id("m", fn, c), f"{fn}({c})")
+                                                  for c in ("in.x", "out.y") for fn in ("avg", "count", "min", "max")]
+    assert [compute_metric(d, p) for d in defaults[:4]] == [pytest.approx(8 / 3), 3.0, 1.0, 5.0]
 
 
 @pytest.mark.integration
 def test_rule_lookback_and_wait_time(store: Store) -> None:
     for i in range(20):
         _minute(store, T0 + i * MINUTE, 10.0 if i < 10 else 20.0, seed=i)
-    repo = RuleRepository(store)
-    metric = repo.put_metric(MODEL, {"name": "avg x", "query": {"select": [
-        {"function": "avg", "alias": "avg", "parameters": {"property": "x"}}], "filter": []}})
-    rule = repo.put_rule(MODEL, {"metric_id": metric.id, "bound": "upper", "threshold": 15, "severity": "critical",
-                                 "lookback_period": 5, "subsequent_alert_wait_time": 3})
-    repo.put_rule(MODEL, {"metric_id": metric.id, "bound": "lower", "threshold": 100, "severity": "warning",
-                          "enabled": False})
-    with pytest.raises(RuleConfigError, match="unknown metric"):
-        repo.put_rule(MODEL, {"metric_id": "nope", "bound": "upper", "threshold": 1, "severity": "warning"})
+    repo = MonitoringRepository(store)
+    metric = repo.put_metric(MODEL, _metric("avg-x", {"name": "avg x", "query": {"select": [
+        {"function": "avg", "alias": "avg", "parameters": {"property": "x"}}], "filter": []}}))
+    rule = repo.put_alert_rule(MODEL, AlertRule(id="high", metric_id=metric.id, bound="upper", threshold=15,
+                                                severity="critical", lookback_period=5, subsequent_alert_wait_time=3))
+    repo.put_alert_rule(MODEL, AlertRule(id="off", metric_id=metric.id, bound="lower", threshold=100,
+                                         severity="warning", enabled=False))
     sent: list[dict[str, object]] = []
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
@@ -117,18 +122,18 @@ def test_rule_lookback_and_wait_time(store: Store) -> None:
     assert [a["severity"] for a in sent] == ["critical"] * 3 and sent[0]["rule"]["value"] > 15
     assert asyncio.run(evaluate_rules(store, MODEL, T0 + 18 * MINUTE + 50_000, publish, "alerts")) == []
     assert len(list_alerts(store, MODEL, source="rule")) == 3
-    assert [r.enabled for r in repo.list_rules(MODEL) if r.id == rule.id] == [True]
+    assert [r.enabled for r in repo.list_alert_rules(MODEL) if r.id == rule.id] == [True]
 
 
 @pytest.mark.integration
 def test_rules_on_api_default_metrics_and_filtered_metrics(store: Store) -> None:
-    """Rules created through the API's repository (stream.store.rules) are evaluated. A metric with
+    """Rules on the API's default metrics and on custom ones are evaluated. A metric with
     a row filter is computed from the minute profiles the worker keeps of the rows passing it: the
     filtered average crosses the threshold while the overall one does not."""
-    from stream.config.models import ConfigRepository, ModelConfig
+    from stream.config.models import ModelConfig
     from stream.events.decode import RawMessage
     from stream.settings import Settings
-    from stream.store.rules import AlertRule, Metric, MonitoringRepository, default_metric_id
+    from stream.store.config import ConfigRepository
     from stream.worker.step import StreamWorker
 
     model = "api"

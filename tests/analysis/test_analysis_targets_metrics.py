@@ -10,14 +10,6 @@ import pytest
 from pydantic import TypeAdapter
 
 from sketches import DatasetProfile
-from stream.analysis.metrics import (
-    UnknownMetricError,
-    canonical_metric,
-    column_metric,
-    dataset_metric,
-    is_dataset_metric,
-    metric_value,
-)
 from stream.analysis.monitor_config import Segment, TargetMatrix, parse_analyzer
 from stream.analysis.target_matrix import (
     Target,
@@ -27,6 +19,14 @@ from stream.analysis.target_matrix import (
     resolve_segments,
     resolve_targets,
     segment_members,
+)
+from stream.analysis.whylabs_metrics import (
+    UnknownMetricError,
+    canonical_metric,
+    column_metric,
+    dataset_metric,
+    is_dataset_metric,
+    metric_value,
 )
 
 MATRIX = TypeAdapter(TargetMatrix)

@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
 from api.main import create_app
 from sketches import DatasetProfile
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PROFILE_COLUMNS = ["model", "granularity", "segment", "window_start", "window_end", "source_topic",

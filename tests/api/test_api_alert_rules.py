@@ -10,9 +10,9 @@ import pytest
 from conftest import T0, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
+from stream.analysis.rule_config import default_metric_id
 from stream.store.client import Store
-from stream.store.rules import default_metric_id
+from stream.store.keys import create_key
 
 pytestmark = pytest.mark.integration
 

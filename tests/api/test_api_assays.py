@@ -10,8 +10,8 @@ import pytest
 from conftest import T0, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
 from stream.store.client import Store
+from stream.store.keys import create_key
 
 pytestmark = pytest.mark.integration
 URL = "/v1/models/m/assays"

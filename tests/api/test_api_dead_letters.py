@@ -9,9 +9,9 @@ import pytest
 from conftest import T0
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
 from stream.events.decode import RawMessage, Rejection, decode_messages
 from stream.store.client import Store
+from stream.store.keys import create_key
 from stream.worker.sink import Sink
 
 pytestmark = pytest.mark.integration

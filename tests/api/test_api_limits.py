@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.errors import json_depth_exceeds, normalize_detail
-from api.keys import create_key
 from api.main import create_app
 from api.schemas import ErrorBody
 from stream.events import ingest
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 from tests.integration.helpers import eventually, http_answer, spawn, stop
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
 from stream.store.client import Store
+from stream.store.keys import create_key
 
 pytestmark = pytest.mark.integration
 

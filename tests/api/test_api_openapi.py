@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.keys import create_key
 from api.main import CONFLICTS, create_app
 from api.schemas import ErrorBody
 from stream.cli.services import free_port
 from stream.events import ingest
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 
 pytestmark = pytest.mark.integration
 

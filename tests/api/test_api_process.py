@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from api.keys import create_key
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 from tests.integration.helpers import eventually, http_answer, spawn
 
 pytestmark = pytest.mark.integration

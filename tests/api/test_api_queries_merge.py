@@ -1,16 +1,18 @@
-"""stream.store.profiles.merge_profiles (in-place accumulation) agrees with DatasetProfile.merge_all."""
+"""DatasetProfile.merge_many (one merge over every operand, as the roll-ups use it) agrees with merging
+two profiles at a time."""
 
 from __future__ import annotations
+
+import functools
 
 import polars as pl
 import pytest
 from conftest import frame
 
 from sketches import DatasetProfile
-from stream.store.profiles import merge_profiles
 
 
-def test_merge_profiles_matches_merge_all() -> None:
+def test_merge_many_matches_pairwise_merges() -> None:
     profiles = []
     for i in range(12):
         p = DatasetProfile()
@@ -18,7 +20,8 @@ def test_merge_profiles_matches_merge_all() -> None:
         p.track(f.with_columns(pl.when(pl.col("in.x") > 1.5).then(None).otherwise(pl.col("in.x")).alias("in.x")))
         p.add_validation_failures({"high": i})
         profiles.append(p)
-    fast, slow = merge_profiles(profiles).summary(), DatasetProfile.merge_all(profiles).summary()
+    fast = DatasetProfile.merge_many(profiles).summary()
+    slow = functools.reduce(DatasetProfile.merge, profiles).summary()
     assert fast["row_count"] == slow["row_count"] == 3600
     assert fast["validation"] == slow["validation"]
     for name, s in slow["columns"].items():
@@ -31,4 +34,4 @@ def test_merge_profiles_matches_merge_all() -> None:
         if s["median"] is not None:
             assert f["median"] == pytest.approx(s["median"], abs=0.1)
         assert dict(f["frequent_items"]) == dict(s["frequent_items"])
-    assert merge_profiles(profiles[:1]).row_count == 300 and merge_profiles([]).row_count == 0
+    assert DatasetProfile.merge_many(profiles[:1]).row_count == 300 and DatasetProfile.merge_many([]).row_count == 0

@@ -9,7 +9,7 @@ import pytest
 from conftest import ANOMALY_COLUMNS, T0, anomaly_row, frame, insert_profiles, profile_row
 from fastapi.testclient import TestClient
 
-from stream.store import profiles
+from stream.store import anomalies
 from stream.store.client import Store
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_flag_unknown_event_is_404(app_client: TestClient, admin: dict[str, str]
     assert app_client.post("/v1/models/other/events/e2/flag", headers=admin).status_code == 404
     # flagged before (here: a flag stored without an anomaly row, as older versions accepted): still flaggable,
     # also after its flag was removed
-    profiles.put_flag(store, "m", "legacy", {"reason": "", "flagged_at": "2026-11-01T00:00:00Z"})
+    anomalies.put_flag(store, "m", "legacy", {"reason": "", "flagged_at": "2026-11-01T00:00:00Z"})
     assert app_client.delete("/v1/models/m/events/legacy/flag", headers=admin).status_code == 204
     r = app_client.post("/v1/models/m/events/legacy/flag", json={"reason": "again"}, headers=admin)
     assert r.status_code == 200 and r.json()["reason"] == "again"

@@ -16,11 +16,14 @@ from aiokafka import AIOKafkaProducer
 
 from stream.analysis.engine import analysis_tick
 from stream.analysis.monitor_config import parse_document
-from stream.analysis.rules import RuleRepository, evaluate_rules
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.analysis.rule_config import AlertRule, Metric
+from stream.analysis.rules import evaluate_rules
+from stream.config.models import ModelConfig
 from stream.settings import Settings
-from stream.store.analysis import AnalysisConfig, list_results
+from stream.store.analysis import list_results
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
+from stream.store.rules import MonitoringRepository
 from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, read_topic, spawn
 
@@ -149,8 +152,8 @@ def test_drift_alerts_end_to_end(settings: Settings, store: Store, worker: subpr
     assert worker.poll() is None
 
     doc = parse_document(DOC, check_references=True)
-    AnalysisConfig(store).put_monitor_config("house", doc)
-    doc = AnalysisConfig(store).get_monitor_config("house")
+    MonitoringRepository(store).put_monitor_document("house", doc)
+    doc = MonitoringRepository(store).get_monitor_document("house")
     assert doc is not None
     now = T0 + (STABLE + DRIFTED) * HOUR + 10 * MINUTE
     drifted = {T0 + w * HOUR for w in range(STABLE, STABLE + DRIFTED)}
@@ -206,11 +209,11 @@ def test_drift_alerts_end_to_end(settings: Settings, store: Store, worker: subpr
     assert asyncio.run(tick()) == {"results": 0, "alerts": 0, "rule_alerts": 0, "assay_alerts": 0}
 
     # Arthur rule on the minute profiles: avg x > 13 over 5 minutes, then wait 20 minutes.
-    repo = RuleRepository(store)
-    metric = repo.put_metric("house", {"name": "avg x", "query": {"select": [
-        {"function": "avg", "alias": "avg", "parameters": {"property": "x"}}], "filter": []}})
-    repo.put_rule("house", {"metric_id": metric.id, "bound": "upper", "threshold": 13, "severity": "warning",
-                            "lookback_period": 5, "subsequent_alert_wait_time": 20})
+    repo = MonitoringRepository(store)
+    metric = repo.put_metric("house", Metric.model_validate({"id": "avg-x", "name": "avg x", "query": {"select": [
+        {"function": "avg", "alias": "avg", "parameters": {"property": "x"}}], "filter": []}}))
+    repo.put_alert_rule("house", AlertRule(id="avg-x-high", metric_id=metric.id, bound="upper", threshold=13,
+                                           severity="warning", lookback_period=5, subsequent_alert_wait_time=20))
 
     async def rules_every_minute(start: int, minutes: int) -> int:
         publish = KafkaPublisher(settings)

@@ -28,10 +28,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from api.keys import create_key
 from api.main import create_app
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 from tests.integration.helpers import eventually, read_topic, spawn, stop
 from tests.integration.test_stream import T0, _arrow, _events, _expected, _produce, _window_counts
 from tests.integration.test_stream_faults import _configure, _converged

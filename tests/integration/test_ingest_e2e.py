@@ -10,11 +10,12 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from api.keys import create_key
 from api.main import create_app
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
+from stream.store.keys import create_key
 from stream.worker.topics import ensure_topics
 from tests.api.test_api_ingest import _arrow
 from tests.integration.helpers import eventually, spawn, stop

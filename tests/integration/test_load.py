@@ -16,9 +16,9 @@ from types import ModuleType
 import httpx
 import pytest
 
-from api.keys import create_key
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 

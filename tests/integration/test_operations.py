@@ -17,10 +17,10 @@ import numpy as np
 import orjson
 import pytest
 
-from api.keys import create_key
 from stream.cli.services import LocalBroker, free_port
 from stream.settings import STALLED_EXIT_CODE, Settings
 from stream.store.client import Store
+from stream.store.keys import create_key
 from stream.worker.membership import group_members
 from tests.integration.helpers import eventually, http_get, metric_value, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce

@@ -87,7 +87,7 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subproce
 def _verified(url: str, *tokens: str) -> list[bool]:
     """Which tokens the store `url` accepts, asked in a process of its own (chDB: one per data dir)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from api.keys import verify_key; "
+        [sys.executable, "-c", "import sys; from stream.store.keys import verify_key; "
          "from stream.store.client import shared_store; s = shared_store(sys.argv[1]); "
          "print(' '.join(str(verify_key(s, t) is not None) for t in sys.argv[2:]))",
          url, *tokens], capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)

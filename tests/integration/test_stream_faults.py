@@ -16,10 +16,11 @@ import orjson
 import pytest
 
 from stream.cli.services import LocalClickHouse, free_port
-from stream.config.models import ConfigRepository, ModelConfig
+from stream.config.models import ModelConfig
 from stream.config.validations import Validation
 from stream.settings import Settings
 from stream.store.client import Store
+from stream.store.config import ConfigRepository
 from stream.worker.topics import ensure_topics
 from tests.integration.helpers import eventually, http_get, metric_value, read_topic, spawn, stop
 from tests.integration.test_stream import HOUR, T0, _events, _expected, _produce, _window_counts

@@ -1,4 +1,4 @@
-"""Metric values for analyzers, named as WhyLabs names them (SPEC §7).
+"""Metric values for analyzers, named as WhyLabs names them (docs/alerts.md#metrics).
 
 Column metrics read a :meth:`sketches.ColumnProfile.summary` dict (or a ``ColumnProfile``); dataset
 metrics read :meth:`sketches.DatasetProfile.performance_summary`; ``missingDatapoint`` and

@@ -1,7 +1,8 @@
-"""API keys: random bearer tokens, stored only as SHA-256 hashes, each with a scope.
+"""API keys: random bearer tokens, stored only as SHA-256 hashes in the `api_keys` table, each with a scope.
 
 A scope is `admin` (everything) or `model:NAME` (that model's routes only). Keys carry 256 bits of
-randomness, so a fast hash is enough: there is nothing to brute-force.
+randomness, so a fast hash is enough: there is nothing to brute-force. The API verifies keys; the
+CLI creates and revokes them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from stream.store.client import Store
 _SCOPE = re.compile(r"^(admin|model:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
 PREFIX = "dl_"
 _TOKEN = re.compile(rf"{PREFIX}([0-9a-f]{{12}})_[A-Za-z0-9_-]{{20,100}}")
+_COLUMNS = ["key_id", "key_hash", "scope", "created_at", "revoked"]
 
 
 @dataclass(frozen=True)
 class ApiKey:
+    """A verified key: its public id and scope."""
+
     key_id: str
     scope: str
 
@@ -44,8 +48,7 @@ def create_key(store: Store, scope: str) -> str:
     validate_scope(scope)
     key_id = secrets.token_hex(6)
     token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    store.insert("api_keys", [[key_id, _hash(token), scope, datetime.now(UTC), 0]],
-                 ["key_id", "key_hash", "scope", "created_at", "revoked"])
+    store.insert("api_keys", [[key_id, _hash(token), scope, datetime.now(UTC), 0]], _COLUMNS)
     return token
 
 
@@ -64,8 +67,7 @@ def revoke_key(store: Store, key_id: str) -> None:
     rows = store.query_rows(f"SELECT scope FROM {store.table('api_keys')} FINAL WHERE key_id = {{k:String}}",
                             {"k": key_id})
     if rows:
-        store.insert("api_keys", [[key_id, "", rows[0][0], datetime.now(UTC), 1]],
-                     ["key_id", "key_hash", "scope", "created_at", "revoked"])
+        store.insert("api_keys", [[key_id, "", rows[0][0], datetime.now(UTC), 1]], _COLUMNS)
 
 
 def verify_key(store: Store, token: str) -> ApiKey | None:
