@@ -1,4 +1,4 @@
-"""Pydantic models of the WhyLabs monitor document (docs/alerts.md#whylabs-monitor-documents), accepted as WhyLabs writes it.
+"""Pydantic models of the WhyLabs monitor document, accepted as WhyLabs writes it (docs/alerts.md).
 
 The document ``{id, schemaVersion, orgId, datasetId, granularity, metadata, allowPartialTargetBatches,
 analyzers, monitors}`` and every nested object allow unknown fields (``extra="allow"``) so nothing a
