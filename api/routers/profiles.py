@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -31,64 +32,65 @@ Algorithm = Literal["hellinger", "psi", "kl_divergence", "jensenshannon"]
 TimeParam = Query(max_length=64, description="ISO-8601 (UTC when no offset) or epoch milliseconds")
 
 
-@router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
-def get_profiles(
+@dataclass(frozen=True)
+class WindowQuery:
+    """The windows a profiles or performance request asks for: range, segment, granularity, rollup."""
+
+    model: str
+    granularity: str
+    start_ms: int
+    end_ms: int
+    segment: str | None
+    rollup: bool
+
+    def windows(self, store: Store) -> list[profiles.WindowProfile]:
+        """Stored windows of the range, or one merged profile per segment with `rollup`."""
+        if not self.rollup:
+            return profiles.profile_windows(store, self.model, self.granularity, self.start_ms, self.end_ms,
+                                            self.segment)
+        merged = profiles.rollup(store, self.model, self.granularity, self.start_ms, self.end_ms, self.segment)
+        return [profiles.WindowProfile(name, self.start_ms, rows, profile=profile)
+                for name, (rows, profile) in sorted(merged.items())]
+
+
+def window_query(
     config: Annotated[ModelConfig, Depends(existing_model)],
-    store: Annotated[Store, Depends(get_store)],
     start: Annotated[str | None, TimeParam] = None,
     end: Annotated[str | None, TimeParam] = None,
     segment: Annotated[str | None, Query(max_length=4096, description="omitted: overall; `*`: all; "
                                          "else a canonical segment like `in.city=Boston`")] = None,
-    columns: Annotated[str | None, Query(max_length=65536, description="comma-separated column names")] = None,
     rollup: bool = False,
     granularity: Annotated[Granularity | None, Query(description="default: the model's")] = None,
-) -> ProfilesOut:
+) -> WindowQuery:
     start_ms, end_ms = time_range(start, end, DEFAULT_SPAN_MS)
-    gran = granularity or config.granularity
-    seg = segment_filter(segment)
+    return WindowQuery(config.name, granularity or config.granularity, start_ms, end_ms, segment_filter(segment),
+                       rollup)
+
+
+@router.get("/profiles", response_model=ProfilesOut, summary="Profiles per window, or merged over the range")
+def get_profiles(
+    query: Annotated[WindowQuery, Depends(window_query)],
+    store: Annotated[Store, Depends(get_store)],
+    columns: Annotated[str | None, Query(max_length=65536, description="comma-separated column names")] = None,
+) -> ProfilesOut:
     cols = column_list(columns)
-    windows: list[WindowOut] = []
-    if rollup:
-        merged = profiles.rollup(store, config.name, gran, start_ms, end_ms, seg)
-        for name in sorted(merged):
-            rows, profile = merged[name]
-            wp = profiles.WindowProfile(name, start_ms, rows, profile=profile)
-            windows.append(WindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
-                                     columns=wp.column_summaries(cols)))
-    else:
-        for wp in profiles.profile_windows(store, config.name, gran, start_ms, end_ms, seg):
-            windows.append(WindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
-                                     row_count=wp.row_count, columns=wp.column_summaries(cols)))
-    return ProfilesOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
-                       windows=windows)
+    windows = [WindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment, row_count=wp.row_count,
+                         columns=wp.column_summaries(cols)) for wp in query.windows(store)]
+    return ProfilesOut(model=query.model, granularity=query.granularity, start=iso(query.start_ms),
+                       end=iso(query.end_ms), rollup=query.rollup, windows=windows)
 
 
 @router.get("/performance", response_model=PerformanceOut,
             summary="Performance metrics (outputs against ground truth) per window, or merged over the range")
 def performance(
-    config: Annotated[ModelConfig, Depends(existing_model)],
+    query: Annotated[WindowQuery, Depends(window_query)],
     store: Annotated[Store, Depends(get_store)],
-    start: Annotated[str | None, TimeParam] = None,
-    end: Annotated[str | None, TimeParam] = None,
-    segment: Annotated[str | None, Query(max_length=4096, description="omitted: overall; `*`: all; "
-                                         "else a canonical segment like `in.city=Boston`")] = None,
-    rollup: bool = False,
-    granularity: Annotated[Granularity | None, Query(description="default: the model's")] = None,
 ) -> PerformanceOut:
-    start_ms, end_ms = time_range(start, end, DEFAULT_SPAN_MS)
-    gran = granularity or config.granularity
-    seg = segment_filter(segment)
-    if rollup:
-        merged = profiles.rollup(store, config.name, gran, start_ms, end_ms, seg)
-        windows = [PerformanceWindowOut(window_start=iso(start_ms), segment=name, row_count=rows,
-                                        performance=profile.performance_summary())
-                   for name, (rows, profile) in sorted(merged.items())]
-    else:
-        windows = [PerformanceWindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
-                                        row_count=wp.row_count, performance=wp.performance_summary())
-                   for wp in profiles.profile_windows(store, config.name, gran, start_ms, end_ms, seg)]
-    return PerformanceOut(model=config.name, granularity=gran, start=iso(start_ms), end=iso(end_ms), rollup=rollup,
-                          windows=windows)
+    windows = [PerformanceWindowOut(window_start=iso(wp.window_start_ms), segment=wp.segment,
+                                    row_count=wp.row_count, performance=wp.performance_summary())
+               for wp in query.windows(store)]
+    return PerformanceOut(model=query.model, granularity=query.granularity, start=iso(query.start_ms),
+                          end=iso(query.end_ms), rollup=query.rollup, windows=windows)
 
 
 def _merged(store: Store, model: str, gran: str, start_ms: int, end_ms: int, segment: str) -> DatasetProfile:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from stream.events import ingest
 from stream.settings import Settings
 from stream.store.client import Store
 from stream.store.keys import create_key
-from tests.integration.helpers import eventually, http_answer, spawn, stop
+from tests.integration.helpers import eventually, http_answer, raw_get, spawn, stop
 
 pytestmark = pytest.mark.integration
 
@@ -140,18 +139,6 @@ def test_long_uri_is_414_json(small: TestClient, admin: dict[str, str]) -> None:
     assert small.get("/v1/models", params={"unused": "x" * 1000}, headers=admin).status_code == 200
 
 
-def _raw_get(sock: socket.socket, url: str, key: str) -> tuple[int, bytes]:
-    """One GET on an open socket, its head sent in 4 KiB pieces as a network delivers a long request
-    (h11 only checks its buffer limit while a head is incomplete)."""
-    head = f"GET {url} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
-    for i in range(0, len(head), 4096):
-        sock.sendall(head[i:i + 4096])
-        time.sleep(0.001)
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    return response.status, response.read()
-
-
 def test_uvicorn_answers_a_100kb_query_string_with_414(settings: Settings, store: Store, tmp_path: Path) -> None:
     """Over real HTTP: uvicorn's h11 dropped a request head over 16 KiB with a plain 400 and closed the
     socket under the client, still sending (a reset / broken pipe); now the app answers 414 JSON and the
@@ -161,13 +148,13 @@ def test_uvicorn_answers_a_100kb_query_string_with_414(settings: Settings, store
     try:
         eventually(lambda: http_answer(f"http://127.0.0.1:{settings.api_port}/health") is not None, timeout=60)
         with socket.create_connection(("127.0.0.1", settings.api_port), timeout=10) as sock:
-            status, body = _raw_get(sock, "/v1/models?tag=t:" + "x" * 100_000, key)
+            status, body = raw_get(sock, "/v1/models?tag=t:" + "x" * 100_000, key)
             assert status == 414, body[:300]
             assert "URI too long" in str(ErrorBody.model_validate_json(body).detail)
             # the same connection answers the next requests, one with a 20 KB query (over h11's default)
-            status, body = _raw_get(sock, "/v1/models", key)
+            status, body = raw_get(sock, "/v1/models", key)
             assert status == 200 and orjson.loads(body)["total"] == 0
-            status, body = _raw_get(sock, "/v1/models?unused=" + "x" * 20_000, key)
+            status, body = raw_get(sock, "/v1/models?unused=" + "x" * 20_000, key)
             assert status == 200, body[:300]
         assert http_answer(f"http://127.0.0.1:{settings.api_port}/health") is not None
     finally:

@@ -7,7 +7,6 @@ drift and assays answer as documented; every status observed is declared in the 
 from __future__ import annotations
 
 import asyncio
-import http.client
 import re
 import socket
 import time
@@ -24,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from sketches import ColumnProfile
 from sketches.drift import column_distance
 from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, raw_get
 
 pytestmark = pytest.mark.integration
 
@@ -234,17 +233,6 @@ def test_http_ingest_rejects_a_bad_event_whole_and_accepts_a_valid_request(stack
 
 
 # ------------------------------------------------------------------------------------- limits
-def _raw_get(sock: socket.socket, url: str, key: str) -> tuple[int, bytes]:
-    """One GET on an open socket, its head sent in 4 KiB pieces as a network delivers a long request."""
-    head = f"GET {url} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
-    for i in range(0, len(head), 4096):
-        sock.sendall(head[i:i + 4096])
-        time.sleep(0.001)
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    return response.status, response.read()
-
-
 def _local_port(r: httpx.Response) -> int:
     """The client side port of the connection a response came on."""
     port: int = r.extensions["network_stream"].get_extra_info("client_addr")[1]
@@ -278,15 +266,15 @@ def test_request_limits_on_the_real_server(stack: Stack, api: Api, model: str) -
     # a ~100 KB query string: 414 JSON, and the same socket answers the next requests
     with socket.create_connection(("127.0.0.1", stack.settings.api_port), timeout=10) as sock:
         path = "/v1/models"
-        status, body = _raw_get(sock, f"{path}?tag=t:" + "x" * 100_000, stack.admin_key)
+        status, body = raw_get(sock, f"{path}?tag=t:" + "x" * 100_000, stack.admin_key)
         api.note("GET", path, status)
         assert status == 414, body[:300]
         assert orjson.loads(body) == {"detail": "URI too long: the query string has 100006 bytes, at most 65536 "
                                                 "are accepted"}
-        status, body = _raw_get(sock, f"/v1/models/{model}", stack.admin_key)
+        status, body = raw_get(sock, f"/v1/models/{model}", stack.admin_key)
         api.note("GET", f"/v1/models/{model}", status)
         assert status == 200 and orjson.loads(body)["name"] == model
-        status, body = _raw_get(sock, f"{path}?unused=" + "x" * 20_000, stack.admin_key)  # over h11's 16 KiB
+        status, body = raw_get(sock, f"{path}?unused=" + "x" * 20_000, stack.admin_key)  # over h11's 16 KiB
         api.note("GET", path, status)
         assert status == 200, body[:300]
     assert httpx.get(f"{stack.api_url}/health", timeout=10).status_code == 200
