@@ -16,6 +16,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.cli.services import LocalBroker, LocalClickHouse, free_port
-from stream.settings import Settings
+from stream.settings import STALLED_EXIT_CODE, Settings
 from tests.integration.helpers import eventually, http_get, read_topic, spawn, stop
 
 ANALYSIS_INTERVAL = 2.0  # DRIFTLINE_ANALYSIS_INTERVAL for the scenarios
@@ -63,6 +64,13 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     web_ports: dict[str, int] = field(default_factory=dict)
     admin_key: str = ""
+    restarts: dict[str, int] = field(default_factory=dict)  # supervised restarts of stalled workers
+    _worker_settings: dict[str, Settings] = field(default_factory=dict)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _supervisor: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="e2e-supervisor")
 
     @property
     def api_url(self) -> str:
@@ -81,7 +89,20 @@ class Stack:
         self.web_ports[name] = settings.worker_web_port
         eventually(lambda: self._alive(name) and http_get(
             f"http://127.0.0.1:{settings.worker_web_port}/metrics")[0] == 200, timeout=90, interval=0.5)
+        if not self._supervisor.is_alive():
+            self._supervisor.start()
+        self._worker_settings[name] = settings
         return proc
+
+    def _supervise(self) -> None:
+        """What compose and Kubernetes do: a worker that exits with 75 (its stall watchdog asking for a
+        restart) is started again; any other exit (a test's SIGKILL) is left alone."""
+        while not self._stopping.wait(0.5):
+            for name, settings in list(self._worker_settings.items()):
+                if self.processes[name].poll() == STALLED_EXIT_CODE:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self.processes[name] = spawn(["worker", "--loglevel", "info"], settings,
+                                                 self.logs / f"{name}.log")
 
     def start_api(self) -> subprocess.Popen[bytes]:
         proc = spawn(["api", "--port", str(self.settings.api_port)], self.settings, self.logs / "api.log")
@@ -145,6 +166,7 @@ class Stack:
         return matching(records)
 
     def stop(self) -> None:
+        self._stopping.set()
         for proc in self.processes.values():
             stop(proc)
 

@@ -55,7 +55,8 @@ def _running_on_one(stack: Stack) -> Callable[[], str | None]:
 
 
 def test_analysis_runs_once_per_pass_across_the_group_and_fails_over(start_stack: Callable[..., Stack]) -> None:
-    stack = start_stack(workers=2, member_timeout_seconds=10)
+    # Supervised like production (a stalled worker exits 75 and is started again; see Stack._supervise).
+    stack = start_stack(workers=2, member_timeout_seconds=10, stall_timeout_seconds=20)
     client = stack.client()
     doc = {"id": "d", "schemaVersion": 1, "orgId": "o", "datasetId": MODEL, "granularity": "hourly",
            "analyzers": [{"id": "mean-high", "targetMatrix": {"type": "column", "include": ["in.x"]},
@@ -88,3 +89,4 @@ def test_analysis_runs_once_per_pass_across_the_group_and_fails_over(start_stack
     r = client.get(f"/v1/models/{MODEL}/analyzer-results", params={"anomalies_only": "true"})
     assert r.status_code == 200, r.text
     assert sorted(item["dataset_timestamp"] for item in r.json()["items"]) == [shifted, later]
+    print(f"supervised restarts: {stack.restarts}")
