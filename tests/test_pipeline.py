@@ -172,3 +172,18 @@ def test_the_hourly_overall_profile_built_from_minute_buckets_equals_tracking_th
     minutes = [h.worker.windows.get(WindowKey(0, "compose", "minute", T0 + m * 60_000, "").encode()) for m in range(60)]
     assert sum(s.profile.row_count for s in minutes if s) == 300
     assert sum(s.profile.validation_failures.get("big", 0) for s in minutes if s) == int((x > 5).sum())
+
+
+def test_naive_timestamps_are_utc_whatever_the_machine_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from stream.events.decode import parse_timestamp
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert parse_timestamp("2026-01-01T12:00:00", 0) == 1_767_268_800_000
+        assert parse_timestamp("2026-07-01T12:00:00", 0) == parse_timestamp("2026-07-01T12:00:00Z", 0)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

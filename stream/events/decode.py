@@ -25,7 +25,7 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -125,8 +125,8 @@ def parse_timestamp(value: Any, default_ms: int) -> int:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
             raise EventError("bad-timestamp", f"timestamp {value[:64]!r} is not ISO-8601") from exc
-        if dt.tzinfo is None:
-            return int(dt.timestamp() * 1000) - int(dt.astimezone().utcoffset().total_seconds() * 1000)  # type: ignore[union-attr]
+        if dt.tzinfo is None:  # naive means UTC, whatever the machine's time zone
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp() * 1000)
     raise EventError("bad-timestamp", f"timestamp must be text or a number, not {type(value).__name__}")
 
