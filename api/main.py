@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import errors, observability
+from api.console import routes as console
 from api.routers import (
     alert_rules,
     analysis,
@@ -138,5 +139,6 @@ def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_M
         app.include_router(module.router)
     for module in (monitor_config, alert_rules, reference_profiles, assays, analysis, dead_letters, keys):
         app.include_router(module.router)
+    app.include_router(console.router)  # the browser console at /
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

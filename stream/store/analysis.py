@@ -35,12 +35,14 @@ __all__ = [
     "RESULT_COLUMNS",
     "AlertRecord",
     "ResultRecord",
+    "alert_counts",
     "alert_ids_present",
     "hash64",
     "last_rule_alert_ms",
     "list_alerts",
     "list_results",
     "reported_anomalies",
+    "result_counts",
     "stored_result_versions",
     "unpublished_alerts",
     "write_alerts",
@@ -161,9 +163,13 @@ def stored_result_versions(store: Store, model: str, analyzer_id: str, start_ms:
 
 
 def list_results(store: Store, model: str, *, analyzer_id: str | None = None, start_ms: int | None = None,
-                 end_ms: int | None = None, anomalies_only: bool = False, limit: int = 10_000) -> list[dict[str, Any]]:
-    """Stored results, oldest first; ``dataset_timestamp``/``created_at`` as epoch ms, details parsed."""
+                 end_ms: int | None = None, anomalies_only: bool = False, limit: int = 10_000,
+                 newest_first: bool = False, column: str | None = None,
+                 segment: str | None = None) -> list[dict[str, Any]]:
+    """Stored results, oldest first (the `limit` newest, newest first, with `newest_first`), of one
+    column or segment when given; ``dataset_timestamp``/``created_at`` as epoch ms, details parsed."""
     where = Where().equals("model", "m", model).equals("analyzer_id", "a", analyzer_id)
+    where.equals("column", "col", column).equals("segment", "seg", segment)
     where.time_range("dataset_timestamp", start_ms, end_ms)
     if anomalies_only:
         where.add("anomaly = 1")
@@ -171,12 +177,27 @@ def list_results(store: Store, model: str, *, analyzer_id: str | None = None, st
         f"SELECT * EXCEPT (dataset_timestamp, created_at), toUnixTimestamp64Milli(dataset_timestamp) AS ts_ms, "
         "toUnixTimestamp64Milli(created_at) AS created_ms "
         f"FROM {store.table('analyzer_results')} FINAL WHERE {where.sql()} "
-        "ORDER BY ts_ms, analyzer_id, segment, column LIMIT {limit:UInt32}", {**where.params, "limit": limit})
+        f"ORDER BY ts_ms{' DESC' if newest_first else ''}, analyzer_id, segment, column LIMIT {{limit:UInt32}}",
+        {**where.params, "limit": limit})
     for r in rows:
         r["details"] = orjson.loads(r["details"])
         r["dataset_timestamp"] = int(r.pop("ts_ms"))
         r["created_at"] = int(r.pop("created_ms"))
     return rows
+
+
+def result_counts(store: Store, model: str, *, start_ms: int | None, end_ms: int | None, bucket_ms: int,
+                  anomalies_only: bool = True) -> list[tuple[int, int]]:
+    """(bucket start ms, results) of the stored results (anomalous ones only by default) per `bucket_ms`
+    bucket of their dataset timestamp."""
+    where = Where().equals("model", "m", model).time_range("dataset_timestamp", start_ms, end_ms)
+    if anomalies_only:
+        where.add("anomaly = 1")
+    rows = store.query_rows(
+        "SELECT intDiv(toUnixTimestamp64Milli(dataset_timestamp), {bucket:Int64}) * {bucket:Int64} AS b, count() "
+        f"FROM {store.table('analyzer_results')} FINAL WHERE {where.sql()} GROUP BY b ORDER BY b",
+        {**where.params, "bucket": max(1, int(bucket_ms))})
+    return [(int(b), int(n)) for b, n in rows]
 
 
 # ------------------------------------------------------------------------------------------------ alerts
@@ -220,14 +241,27 @@ def _alert_from_row(r: dict[str, Any]) -> AlertRecord:
 
 
 def list_alerts(store: Store, model: str | None = None, *, source: str | None = None, start_ms: int | None = None,
-                end_ms: int | None = None, limit: int = 10_000) -> list[AlertRecord]:
-    """Alerts, oldest dataset timestamp first (by created_at within)."""
+                end_ms: int | None = None, limit: int = 10_000, newest_first: bool = False) -> list[AlertRecord]:
+    """Alerts, oldest dataset timestamp first (by created_at within); the `limit` newest, newest first,
+    with `newest_first`."""
     where = Where().equals("model", "m", model).equals("source", "src", source)
     where.time_range("dataset_timestamp", start_ms, end_ms)
+    order = "dataset_timestamp DESC, created_at DESC" if newest_first else "dataset_timestamp, created_at"
     rows = store.query_dicts(f"SELECT * FROM {store.table('alerts')} FINAL WHERE {where.sql()} "
-                             "ORDER BY dataset_timestamp, created_at LIMIT {limit:UInt32}",
+                             f"ORDER BY {order} LIMIT {{limit:UInt32}}",
                              {**where.params, "limit": limit})
     return [_alert_from_row(r) for r in rows]
+
+
+def alert_counts(store: Store, model: str, *, start_ms: int | None, end_ms: int | None,
+                 bucket_ms: int) -> list[tuple[int, str, int]]:
+    """(bucket start ms, source, alerts) per `bucket_ms` bucket of the alerts' dataset timestamps."""
+    where = Where().equals("model", "m", model).time_range("dataset_timestamp", start_ms, end_ms)
+    rows = store.query_rows(
+        "SELECT intDiv(toUnixTimestamp64Milli(dataset_timestamp), {bucket:Int64}) * {bucket:Int64} AS b, source, "
+        f"count() FROM {store.table('alerts')} FINAL WHERE {where.sql()} GROUP BY b, source ORDER BY b, source",
+        {**where.params, "bucket": max(1, int(bucket_ms))})
+    return [(int(b), str(src), int(n)) for b, src, n in rows]
 
 
 def unpublished_alerts(store: Store, limit: int = 1000) -> list[AlertRecord]:

@@ -369,6 +369,18 @@ def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: 
 
 
 
+def row_counts(store: Store, model: str, granularity: str, start_ms: int, end_ms: int, segment: str | None,
+               bucket_ms: int) -> list[tuple[int, int]]:
+    """(bucket start ms, rows) of the windows of `segment` (None = every segment) in [start, end), summed
+    per `bucket_ms` bucket (aligned to the epoch) from the stored row counts: no profile is decoded."""
+    where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
+    rows = store.query_rows(
+        "SELECT intDiv(toUnixTimestamp64Milli(window_start), {bucket:Int64}) * {bucket:Int64} AS b, sum(row_count) "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} GROUP BY b ORDER BY b",
+        {**where.params, "bucket": max(1, int(bucket_ms))})
+    return [(int(b), int(n)) for b, n in rows]
+
+
 def window_rows(store: Store, model: str, granularity: str, at_ms: int,
                 segments: Sequence[str]) -> list[dict[str, Any]]:
     """Partition rows of the windows containing `at_ms` for the given segments (lineage)."""

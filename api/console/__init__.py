@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages over the API's store functions (see routes.py)."""
