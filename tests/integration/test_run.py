@@ -185,7 +185,8 @@ def test_run_says_how_to_pick_another_port_when_its_port_is_taken(tmp_path: Path
 
 
 def test_make_run_passes_port_to_driftline_run() -> None:
-    out = subprocess.run(["make", "--no-print-directory", "-n", "run", "PORT=8123"], capture_output=True, text=True, cwd=ROOT, check=True)
+    make = ["make", "--no-print-directory", "-n", "run"]  # no directory lines under a parent make
+    out = subprocess.run([*make, "PORT=8123"], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.splitlines()[-1] == ".venv/bin/driftline run --demo --port 8123"
-    out = subprocess.run(["make", "--no-print-directory", "-n", "run"], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(make, capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.splitlines()[-1] == ".venv/bin/driftline run --demo"
