@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def _env() -> dict[str, str]:
 def now_hour() -> int:
     """Start of the current UTC hour, epoch ms."""
     return int(time.time() * 1000) // HOUR * HOUR
+
+
+def window_rows(client: httpx.Client, model: str, start: int, end: int) -> dict[int, int]:
+    """Rows per stored window of `model` in [start, end) as the profiles API reports them (window start, epoch ms)."""
+    r = client.get(f"/v1/models/{model}/profiles", params={"start": start, "end": end})
+    assert r.status_code == 200, r.text
+    return {int(datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp() * 1000):
+            w["row_count"] for w in r.json()["windows"]}
 
 
 @dataclass

@@ -14,13 +14,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import httpx
 import polars as pl
 import pytest
 
 from sketches import ColumnProfile
 from sketches.drift import column_distance
-from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour
+from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour, window_rows
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -49,12 +48,6 @@ def _events(model: str, start: int, values: dict[str, list[float]]) -> list[dict
              "outputs": {"label": i % 2}} for i in range(N)]
 
 
-def _window_rows(client: httpx.Client, model: str, start: int, end: int) -> dict[int, int]:
-    r = client.get(f"/v1/models/{model}/profiles", params={"start": start, "end": end})
-    assert r.status_code == 200, r.text
-    return {int(dt.datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp() * 1000):
-            w["row_count"] for w in r.json()["windows"]}
-
 
 def _profile(values: list[float]) -> ColumnProfile:
     p = ColumnProfile()
@@ -72,7 +65,7 @@ def test_snapshot_baseline_detects_drift_on_demand_and_on_schedule(stack: Stack,
     stable_values = [_values(k, False) for k in range(3)]
     drifted_values = [_values(k, True) for k in range(2)]
     stack.produce([e for ws, v in zip(stable, stable_values, strict=True) for e in _events(model, ws, v)])
-    eventually(lambda: _window_rows(client, model, stable[0], h) == dict.fromkeys(stable, N), timeout=90,
+    eventually(lambda: window_rows(client, model, stable[0], h) == dict.fromkeys(stable, N), timeout=90,
                interval=0.5)
     # The model's own settings survived its first events (the worker registers unknown models with
     # defaults; one created through the API just before must not be taken for unknown).
@@ -93,7 +86,7 @@ def test_snapshot_baseline_detects_drift_on_demand_and_on_schedule(stack: Stack,
 
     # New data arrives, `in.a` drifted.
     stack.produce([e for ws, v in zip(drifted, drifted_values, strict=True) for e in _events(model, ws, v)])
-    eventually(lambda: _window_rows(client, model, stable[0], h) == dict.fromkeys(stable + drifted, N),
+    eventually(lambda: window_rows(client, model, stable[0], h) == dict.fromkeys(stable + drifted, N),
                timeout=90, interval=0.5)
 
     ref_a = _profile([x for v in stable_values for x in v["a"]])

@@ -12,7 +12,6 @@ bound it is anomalous — one alert, however many passes see it.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour
+from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour, window_rows
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -37,12 +36,6 @@ def _clear_of_hour_end(margin_s: float = 120.0) -> None:
     if left < margin_s:
         time.sleep(left + 1.0)
 
-
-def _window_rows(client: httpx.Client, model: str, start: int, end: int) -> dict[int, int]:
-    r = client.get(f"/v1/models/{model}/profiles", params={"start": start, "end": end})
-    assert r.status_code == 200, r.text
-    return {int(dt.datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp() * 1000):
-            w["row_count"] for w in r.json()["windows"]}
 
 
 def _results(client: httpx.Client, model: str, analyzer: str,
@@ -67,7 +60,7 @@ def test_a_model_that_stops_sending_is_flagged_missing_and_stale(stack: Stack, m
     stack.produce([{"model": model, "timestamp": ws + i * 3 * MINUTE, "event_id": f"{run}-{k}-{i}",
                     "inputs": {"x": float(i)}, "outputs": {"y": i % 2}}
                    for k, ws in enumerate(sent_hours) for i in range(N)])
-    eventually(lambda: _window_rows(client, model, h - 6 * HOUR, h + HOUR) == dict.fromkeys(sent_hours, N),
+    eventually(lambda: window_rows(client, model, h - 6 * HOUR, h + HOUR) == dict.fromkeys(sent_hours, N),
                timeout=90, interval=0.5)
     # The model's own settings survived its first events (the worker registers unknown models with
     # defaults; one created through the API just before must not be taken for unknown).

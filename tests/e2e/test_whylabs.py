@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour
+from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour, window_rows
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -54,12 +54,6 @@ def _events(model: str, hours: list[int]) -> list[dict[str, Any]]:
              **_row(X_BASE[k] + SPREAD[i], Y_BASE[k] + SPREAD[i], i)}
             for k, ws in enumerate(hours) for i in range(N)]
 
-
-def _window_rows(client: httpx.Client, model: str, start: int, end: int) -> dict[int, int]:
-    r = client.get(f"/v1/models/{model}/profiles", params={"start": start, "end": end})
-    assert r.status_code == 200, r.text
-    return {int(dt.datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp() * 1000):
-            w["row_count"] for w in r.json()["windows"]}
 
 
 def _results(client: httpx.Client, model: str, at_least: int) -> list[dict[str, Any]] | None:
@@ -128,7 +122,7 @@ def test_whylabs_monitor_document_flags_exactly_the_shift_and_alerts(stack: Stac
 
     # The document goes in once every window is stored: analysis must not see half-written hours.
     expected_rows = dict.fromkeys(hours, N)
-    eventually(lambda: _window_rows(client, model, hours[0], h) == expected_rows, timeout=90, interval=0.5)
+    eventually(lambda: window_rows(client, model, hours[0], h) == expected_rows, timeout=90, interval=0.5)
     # The model's own settings survived its first events (the worker registers unknown models with
     # defaults; one created through the API just before must not be taken for unknown).
     assert client.get(f"/v1/models/{model}").json()["idle_timeout_seconds"] == 2
