@@ -33,23 +33,37 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def time_bars(points: Sequence[tuple[int, float]], name: str, y_title: str, color: str = TARGET) -> dict[str, Any]:
-    return figure([{"type": "bar", "name": name, "x": [iso(t) for t, _ in points], "y": [v for _, v in points],
-                    "marker": {"color": color}}],
-                  xaxis={"type": "date"}, yaxis={"title": {"text": y_title}, "rangemode": "tozero"}, showlegend=False)
+def _time_axis(span: tuple[int, int]) -> dict[str, Any]:
+    """A date x axis over the whole chosen range: a few bars do not stretch over the chart."""
+    return {"type": "date", "range": [iso(span[0]), iso(span[1])]}
 
 
-def stacked_bars(series: dict[str, list[tuple[int, float]]], y_title: str, log: bool = False) -> dict[str, Any]:
-    """Bars per series over time: stacked, or side by side on a log axis (`log`: counts of very different
-    sizes, like validation failures next to alerts)."""
-    data = [{"type": "bar", "name": name, "x": [iso(t) for t, _ in pts], "y": [v for _, v in pts],
-             "marker": {"color": SERIES[i % len(SERIES)]}} for i, (name, pts) in enumerate(sorted(series.items()))]
+def time_bars(points: Sequence[tuple[int, float]], name: str, y_title: str, bucket_ms: int,
+              span: tuple[int, int], color: str = TARGET) -> dict[str, Any]:
+    """One bar per bucket (`points` = (bucket start ms, value)), as wide as its bucket, over `span`."""
+    return stacked_bars({name: list(points)}, y_title, bucket_ms, span, colors=(color,), legend=False)
+
+
+def stacked_bars(series: dict[str, list[tuple[int, float]]], y_title: str, bucket_ms: int, span: tuple[int, int],
+                 log: bool = False, colors: Sequence[str] = SERIES, legend: bool = True) -> dict[str, Any]:
+    """Bars per series over time (x = bucket start ms), each spanning 90 % of its bucket: stacked, or side
+    by side on a log axis (`log`: counts of very different sizes, like validation failures next to alerts).
+    Explicit widths keep a lone bar one bucket wide (Plotly would otherwise widen it to the whole axis)."""
+    n = max(1, len(series))
+    width = 0.9 * bucket_ms / (n if log else 1)
+    data = []
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        trace: dict[str, Any] = {"type": "bar", "name": name, "x": [iso(t) for t, _ in pts], "y": [v for _, v in pts],
+                                 "width": width, "offset": 0.05 * bucket_ms + (i * width if log else 0),
+                                 "marker": {"color": colors[i % len(colors)]}}
+        data.append(trace)
     yaxis: dict[str, Any] = {"title": {"text": y_title}}
     if log:
         yaxis["type"] = "log"
     else:
         yaxis["rangemode"] = "tozero"
-    return figure(data, barmode="group" if log else "stack", xaxis={"type": "date"}, yaxis=yaxis)
+    return figure(data, barmode="group" if log else "stack", xaxis=_time_axis(span), yaxis=yaxis,
+                  showlegend=legend)
 
 
 def distribution(target: ColumnProfile | None, baseline: ColumnProfile | None, baseline_label: str,
@@ -152,7 +166,12 @@ def assay_scores(results: Sequence[dict[str, Any]], warning: float | None, alert
 
 
 def sparkline(values: Sequence[float | None], width: int = 120, height: int = 28) -> str:
-    """SVG polyline points of `values` scaled into width x height (gaps for None); "" without values."""
+    """SVG polyline points of `values` scaled into width x height (None skipped); "" without values. A
+    single known value becomes a short level stroke (a one-point polyline draws nothing).
+
+    >>> sparkline([None, 1.0, None], width=100, height=10)
+    '47.0,2.0 53.0,2.0'
+    """
     known = [v for v in values if v is not None and math.isfinite(v)]
     if not known:
         return ""
@@ -160,11 +179,13 @@ def sparkline(values: Sequence[float | None], width: int = 120, height: int = 28
     span = hi - lo or 1.0
     n = len(values)
     step = width / max(1, n - 1)
-    pts = []
+    pts: list[tuple[float, float]] = []
     for i, v in enumerate(values):
         if v is None or not math.isfinite(v):
             continue
         x = i * step if n > 1 else width / 2
-        y = height - 2 - (v - lo) / span * (height - 4)
-        pts.append(f"{x:.1f},{y:.1f}")
-    return " ".join(pts)
+        pts.append((x, height - 2 - (v - lo) / span * (height - 4)))
+    if len(pts) == 1:
+        (x, y), = pts
+        pts = [(x - 3, y), (x + 3, y)]
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -137,7 +137,8 @@ def _redirect(url: str) -> RedirectResponse:
 
 # ------------------------------------------------------------------------------------- plumbing
 def _store(request: Request) -> Store:
-    return shared_store(request.app.state.settings.clickhouse_url)
+    settings = request.app.state.settings
+    return shared_store(settings.clickhouse_url, settings.clickhouse_access)
 
 
 def _param(request: Request, name: str) -> str | None:
@@ -226,14 +227,16 @@ def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotate
         return refused
     token = api_key.strip()
     nxt = session.safe_next(next or session.remembered_next(request))
+    lifetime = timedelta(seconds=request.app.state.settings.console_session_seconds)
+    response = _redirect(nxt)
     try:
-        key = verify_key(_store(request), token) if 0 < len(token) <= 256 else None
+        store = _store(request)
+        key = verify_key(store, token) if 0 < len(token) <= 256 else None
+        if key is None:
+            return render("login.html", 401, title="Log in", next=nxt, error="Invalid, expired or revoked API key.")
+        session.login(response, request, store, key, lifetime)
     except (StoreError, StoreUnreachable) as exc:
         return error_page(None, 503, f"the store is unavailable: {str(exc)[:300]}")
-    if key is None:
-        return render("login.html", 401, title="Log in", next=nxt, error="Invalid or revoked API key.")
-    response = _redirect(nxt)
-    session.login(response, request, token)
     if session.NEXT_COOKIE in request.cookies:
         session.forget_next(response, request)
     return response
@@ -242,15 +245,16 @@ def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotate
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
     try:
-        s = session.current(request, _store(request))
-    except (StoreError, StoreUnreachable):
-        s = None
-    if s is not None:
-        refused = _post_checks(request, s, csrf_token)
-        if refused is not None:
-            return refused
-    response = _redirect("/login")
-    session.logout(response, request)
+        store = _store(request)
+        s = session.current(request, store)
+        if s is not None:
+            refused = _post_checks(request, s, csrf_token)
+            if refused is not None:
+                return refused
+        response = _redirect("/login")
+        session.logout(response, request, store, s)
+    except (StoreError, StoreUnreachable) as exc:  # the session could not be ended: say so, keep the cookie
+        return error_page(None, 503, f"the store is unavailable, the session was not ended: {str(exc)[:300]}")
     return response
 
 

@@ -1,55 +1,62 @@
-"""Console sessions: the API key in an HttpOnly cookie, CSRF tokens for forms, same-origin checks.
+"""Console sessions: a random session id in an HttpOnly cookie, the session itself in the store, CSRF
+tokens for forms, same-origin checks.
 
-The session cookie `driftline_session` holds the API key the user logged in with (HttpOnly, so page
-scripts never see it; SameSite=Strict, so no other site's request carries it; Secure on https). Every
-request verifies it like a Bearer key (`stream.store.keys.verify_key`), so revoking the key ends its
-sessions at once, and any API replica serves any session without shared server state or a secret.
+Logging in with an API key opens a session in the store (`stream.store.sessions`): the cookie
+`driftline_session` holds only its random id (HttpOnly, so page scripts never see it; SameSite=Strict,
+so no other site's request carries it; Secure on https; Max-Age the session's lifetime), never the key.
+Every request looks the session up in the store, so every API replica serves every session, logout
+ends it server-side (a copied cookie stops working), and revoking the key ends its sessions at once.
+A session lasts `console_session_seconds` (default 12 h), never beyond its key's expiry.
 
-Forms carry a CSRF token derived from the key (an HMAC of a fixed label), checked in constant time on
-every POST besides SameSite; every POST must also come from this origin (`Origin`, else `Referer`,
-when the browser sends one), which covers the login form too (no session yet).
+Forms carry the session's random CSRF secret, checked in constant time on every POST besides
+SameSite; every POST must also come from this origin (`Origin`, else `Referer`, when the browser
+sends one), which covers the login form too (no session yet).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Request, Response
 
+from stream.store import sessions
 from stream.store.client import Store
-from stream.store.keys import ApiKey, verify_key
+from stream.store.keys import ApiKey
 
 COOKIE = "driftline_session"
 NEXT_COOKIE = "driftline_next"  # where to go after logging in (a page asked for without a session)
 CSRF_FIELD = "csrf_token"
-_CSRF_LABEL = b"driftline-console-csrf/v1"
 
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in console user: the verified key and the CSRF token of its forms."""
+    """A logged-in console user: the session id of the cookie and the stored session behind it."""
 
-    key: ApiKey
-    csrf: str
+    session_id: str
+    stored: sessions.ConsoleSession
+
+    @property
+    def key(self) -> ApiKey:
+        return self.stored.key
+
+    @property
+    def csrf(self) -> str:
+        return self.stored.csrf
 
     def allows(self, model: str) -> bool:
         return self.key.allows(model)
 
 
-def csrf_token(token: str) -> str:
-    return hmac.new(token.encode(), _CSRF_LABEL, hashlib.sha256).hexdigest()
-
-
 def current(request: Request, store: Store) -> Session | None:
-    """The session of the request's cookie, None without a valid (unrevoked) key."""
-    token = request.cookies.get(COOKIE)
-    if not token or len(token) > 256:
+    """The session of the request's cookie; None without one, or when it ended (logout, expiry, revoked key)."""
+    session_id = request.cookies.get(COOKIE)
+    if not session_id:
         return None
-    key = verify_key(store, token)
-    return None if key is None else Session(key, csrf_token(token))
+    stored = sessions.get_session(store, session_id)
+    return None if stored is None else Session(session_id, stored)
 
 
 def csrf_ok(session: Session, submitted: str | None) -> bool:
@@ -72,8 +79,12 @@ def is_https(request: Request) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
 
 
-def login(response: Response, request: Request, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=is_https(request))
+def login(response: Response, request: Request, store: Store, key: ApiKey, lifetime: timedelta) -> None:
+    """Open a session for a verified key and set its cookie (which the browser drops when the session expires)."""
+    session_id, stored = sessions.create_session(store, key, lifetime)
+    max_age = max(1, round((stored.expires_at - datetime.now(UTC)).total_seconds()))
+    response.set_cookie(COOKIE, session_id, max_age=max_age, httponly=True, samesite="strict", path="/",
+                        secure=is_https(request))
 
 
 def remember_next(response: Response, request: Request, target: str) -> None:
@@ -90,7 +101,10 @@ def forget_next(response: Response, request: Request) -> None:
     response.delete_cookie(NEXT_COOKIE, path="/login", httponly=True, samesite="strict", secure=is_https(request))
 
 
-def logout(response: Response, request: Request) -> None:
+def logout(response: Response, request: Request, store: Store, session: Session | None) -> None:
+    """End the session in the store (when there is one) and delete its cookie."""
+    if session is not None:
+        sessions.delete_session(store, session.session_id, session.stored)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
 
 

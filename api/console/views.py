@@ -40,7 +40,8 @@ from stream.store.rules import MonitoringRepository
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 RANGES = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY}
 RANGE_LABELS = {"1h": "Last hour", "24h": "Last 24 hours", "7d": "Last 7 days", "custom": "Custom"}
-DEFAULT_RANGE = "1h"
+DEFAULT_RANGE = "1h"  # for a model without windows; else `default_range` picks one that holds data
+DEFAULT_WINDOWS = 24  # windows shown by default when the newest is older than a week
 MAX_SPAN_MS = 400 * DAY
 ALGORITHMS = ("hellinger", "psi", "kl_divergence", "jensenshannon")  # those of /v1/models/{m}/drift
 NICE_MS = (MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR,
@@ -302,10 +303,30 @@ class Selection:
         return range_params(self.range, self.segment, self.baseline.value, self.algorithm)
 
 
+def default_range(store: Store, config: ModelConfig, segment: str, now: int | None = None) -> Range:
+    """The range a page opens with when none is asked for: the shortest of last hour / day / week that holds
+    the model's newest window (an hourly model's last hour is often still empty), else the last
+    `DEFAULT_WINDOWS` windows up to the newest one (a model that stopped sending a while ago)."""
+    w = window_ms(config)
+    bounds = profiles.window_bounds(store, config.name, config.granularity, segment)
+    if bounds is None:
+        return parse_range(DEFAULT_RANGE, None, None, w, now)
+    newest_start = bounds[1] - w
+    for key in RANGES:
+        r = parse_range(key, None, None, w, now)
+        if r.start_ms <= newest_start < r.end_ms:
+            return r
+    first = max(bounds[0], bounds[1] - DEFAULT_WINDOWS * w)
+    return Range("custom", first, bounds[1])
+
+
 def select(store: Store, config: ModelConfig, range_key: str | None, start: str | None, end: str | None,
            segment: str | None, baseline: str | None, algorithm: str | None) -> Selection:
-    r = parse_range(range_key, start, end, window_ms(config))
     seg = segment or ""
+    if range_key or start or end:
+        r = parse_range(range_key, start, end, window_ms(config))
+    else:
+        r = default_range(store, config, seg)
     algo = algorithm or "hellinger"
     if algo not in ALGORITHMS:
         raise ConsoleError(422, f"unknown algorithm {algo[:40]!r}: use one of {', '.join(ALGORITHMS)}")
@@ -344,7 +365,8 @@ def model_view(store: Store, config: ModelConfig, sel: Selection) -> dict[str, A
                         "url": column_url(config.name, name, sel.params())})
     vsize = bucket_size(r.span_ms, window_ms(config), 300)
     volume = profiles.row_counts(store, config.name, config.granularity, r.start_ms, r.end_ms, seg, vsize)
-    interval, _ = _failure_interval(r.span_ms)
+    interval, interval_ms = _failure_interval(r.span_ms)
+    span = (r.start_ms, r.end_ms)
     counts = anomaly_log.validation_counts(store, config.name, interval, start_ms=r.start_ms, end_ms=r.end_ms,
                                            segment=seg or None)
     failures: dict[str, list[tuple[int, float]]] = {}
@@ -355,8 +377,8 @@ def model_view(store: Store, config: ModelConfig, sel: Selection) -> dict[str, A
         "columns": columns, "rows": sel.target.row_count, "baseline_rows": base.row_count,
         "flagged": sum(1 for c in columns if c["anomalies"]),
         "volume_chart": charts.time_bars([(t_ms, float(n)) for t_ms, n in volume], "rows", "rows per "
-                                         + _duration(vsize)),
-        "failures_chart": charts.stacked_bars(failures, f"failing events per {interval}"),
+                                         + _duration(vsize), vsize, span),
+        "failures_chart": charts.stacked_bars(failures, f"failing events per {interval}", interval_ms, span),
         "failures_total": sum(n for _, _, n in counts),
         "segments": segments[:500], "volume_bucket": _duration(vsize),
     }
@@ -523,7 +545,7 @@ def timeline(store: Store, models: Sequence[ModelConfig], source: str | None, r:
                 entries.append(_alert_entry(config, alert.dataset_timestamp, kind, alert.severity, alert.body))
     entries.sort(key=lambda e: (-e["t"], e["model"], e["source"]))
     chart = charts.stacked_bars({s: sorted(counts[s].items()) for s in SOURCES if counts[s]}, "entries per "
-                                + _duration(size) + " (log scale)", log=True)
+                                + _duration(size) + " (log scale)", size, (r.start_ms, r.end_ms), log=True)
     return {"entries": entries, "totals": totals, "chart": chart}
 
 

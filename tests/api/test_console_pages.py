@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from conftest import T0, anomaly_row, frame, insert_profiles, profile_row
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.console import assets, session
+from api.console import assets, session, views
 from api.console.routes import CSP, router
 from api.main import create_app
 from stream.settings import Settings
+from stream.store import sessions
 from stream.store.client import Store
-from stream.store.keys import create_key
+from stream.store.config import ConfigRepository
+from stream.store.keys import ApiKey, create_key, key_id_of
 
 pytestmark = pytest.mark.integration
 
@@ -79,14 +82,16 @@ def models(client: TestClient, store: Store, admin_token: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- access
-def test_pages_redirect_to_login_without_a_session(client: TestClient) -> None:
+def test_pages_redirect_to_login_without_a_session(client: TestClient, store: Store) -> None:
     r = client.get("/")
     assert r.status_code == 303 and r.headers["location"] == "/login"
     r = client.get("/models/m/columns/in.x", params={"range": "24h"})
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert session.NEXT_COOKIE in r.headers["set-cookie"]  # back there after login
     assert 'name="next" value="/models/m/columns/in.x?range=24h"' in client.get("/login").text
-    client.cookies.set(session.COOKIE, "dl_0123456789ab_" + "x" * 43)  # unknown key
+    client.cookies.set(session.COOKIE, "x" * 43)  # unknown session
+    assert client.get("/anomalies").status_code == 303
+    client.cookies.set(session.COOKIE, create_key(store, "admin"))  # a key is not a session
     assert client.get("/anomalies").status_code == 303
 
 
@@ -117,8 +122,10 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_clears_it(client: TestCl
     assert r.status_code == 303 and r.headers["location"] == "/anomalies"
     cookie = r.headers["set-cookie"]
     assert cookie.startswith(f"{session.COOKIE}=")
+    value = client.cookies[session.COOKIE]
+    assert admin_token not in cookie and len(value) == 43  # a random session id, never the key
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
-    assert {"httponly", "path=/", "samesite=strict"} <= flags and "secure" not in flags
+    assert {"httponly", "path=/", "samesite=strict", "max-age=43200"} <= flags and "secure" not in flags
     page = client.get("/")
     assert page.status_code == 200 and "Logout" in page.text
     # logout needs the form's CSRF token
@@ -129,6 +136,54 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_clears_it(client: TestCl
     assert f'{session.COOKIE}=""' in r.headers["set-cookie"] or "max-age=0" in r.headers["set-cookie"].lower()
     client.cookies.clear()
     assert client.get("/").status_code == 303
+    client.cookies.set(session.COOKIE, value)  # a copy of the cookie kept from before the logout
+    assert client.get("/").status_code == 303
+
+
+def test_sessions_live_in_the_store(settings: Settings, store: Store, admin_token: str) -> None:
+    """Two API replicas: a session opened on one works on the other; logout on the other ends it on both;
+    a new login gets a new id and a new CSRF secret."""
+    with TestClient(console_app(settings), follow_redirects=False) as a, \
+            TestClient(console_app(settings), follow_redirects=False) as b:
+        login(a, admin_token)
+        b.cookies.set(session.COOKIE, a.cookies[session.COOKIE])
+        token = csrf(a)
+        assert csrf(b) == token
+        (stored,) = store.query_rows(f"SELECT key_id, scope, csrf FROM {store.table(sessions.TABLE)} FINAL")
+        assert stored == (key_id_of(admin_token), "admin", token)
+        assert b.post("/logout", data={"csrf_token": token}).status_code == 303
+        assert a.get("/").status_code == 303
+        login(a, admin_token)
+        assert a.cookies[session.COOKIE] != b.cookies.get(session.COOKIE) and csrf(a) != token
+
+
+def test_a_revoked_key_ends_its_sessions(client: TestClient, store: Store, admin_token: str) -> None:
+    other = create_key(store, "admin")
+    login(client, other)
+    assert client.get("/").status_code == 200
+    r = client.delete(f"/v1/keys/{key_id_of(other)}", headers={"Authorization": f"Bearer {admin_token}"})
+    assert r.status_code == 204, r.text
+    assert client.get("/").status_code == 303
+    assert client.post("/login", data={"api_key": other}).status_code == 401
+
+
+def test_session_lifetime_setting_and_key_expiry(settings: Settings, store: Store) -> None:
+    """A session lasts `console_session_seconds`, never past its key's expiry; then it no longer verifies."""
+    short = settings.model_copy(update={"console_session_seconds": 90.0})
+    with TestClient(console_app(short), follow_redirects=False) as c:
+        r = c.post("/login", data={"api_key": create_key(store, "admin")})
+        assert "max-age=90" in r.headers["set-cookie"].lower()
+        sid = c.cookies[session.COOKIE]
+    now = datetime.now(UTC)
+    opened = sessions.get_session(store, sid)
+    assert opened is not None and now < opened.expires_at <= now + timedelta(seconds=90)
+    assert sessions.get_session(store, sid, now=opened.expires_at) is None
+    key = ApiKey("0123456789ab", "model:m", expires_at=now + timedelta(minutes=5))
+    sid, capped = sessions.create_session(store, key, timedelta(hours=12))
+    assert capped.expires_at == key.expires_at and capped.key.scope == "model:m"
+    assert sessions.get_session(store, sid) is None  # no such key in the store: never valid
+    for forged in ("", "x" * 43, "../" * 20, "dl_0123456789ab_" + "x" * 43):
+        assert sessions.get_session(store, forged) is None
 
 
 def test_secure_cookie_on_https_and_safe_redirects(settings: Settings, store: Store, admin_token: str) -> None:
@@ -225,6 +280,42 @@ def test_model_page_drift_equals_the_api(client: TestClient, admin_token: str, m
     assert float(data_values(html, "mean")[1]) == rollup["columns"]["in.x"]["mean"]
     assert 'data-target-start-ms="1793498400000"' in html and 'data-baseline-start-ms="1793491200000"' in html
     assert 'aria-sort="none"' in html and 'data-sort="drift-score"' in html
+
+
+def test_default_range_holds_the_newest_window(client: TestClient, store: Store, admin_token: str,
+                                               models: None) -> None:
+    """Without a range asked for, the page opens on a range with data: the last hour only while it holds the
+    newest window, else the last day or week, else the last 24 windows up to the newest."""
+    config = ConfigRepository(store).get_model("m")
+    assert config is not None and config.granularity == "hourly"
+    t0 = int(T0.timestamp() * 1000)
+    newest = t0 + 3 * views.HOUR  # windows T0 … T0+3h
+    assert views.default_range(store, config, "", now=newest + 30 * views.MINUTE) == views.Range(
+        "1h", newest, newest + views.HOUR)
+    assert views.default_range(store, config, "", now=newest + 70 * views.MINUTE).key == "24h"
+    assert views.default_range(store, config, "", now=newest + 3 * views.DAY).key == "7d"
+    assert views.default_range(store, config, "", now=newest + 30 * views.DAY) == views.Range(
+        "custom", t0, newest + views.HOUR)  # fewer than 24 windows: all of them
+    login(client, admin_token)
+    html = client.get("/models/m").text  # today is long after T0
+    assert f'data-target-start-ms="{t0}"' in html and f'data-target-end-ms="{newest + views.HOUR}"' in html
+    assert data_values(html, "row-count") == ["1600"] * 3
+
+
+def test_bars_are_one_bucket_wide_over_the_whole_range(client: TestClient, admin_token: str, models: None) -> None:
+    """The one failing minute is a bar one minute wide on an axis spanning the chosen two hours (a lone bar
+    used to stretch over the whole chart)."""
+    login(client, admin_token)
+    html = client.get("/models/m", params=RANGE).text
+    charts = {name: orjson.loads(body.replace("&#39;", "'")) for name, body in
+              re.findall(r'data-testid="chart-([a-z-]+)"[^>]*data-chart=\'([^\']*)\'', html)}
+    failures = charts["validation-failures"]
+    (bar,) = failures["data"]
+    assert bar["name"] == "too_high" and bar["y"] == [1.0] and bar["x"] == ["2026-11-01T02:05:00Z"]
+    assert bar["width"] == pytest.approx(0.9 * views.MINUTE)
+    assert failures["layout"]["xaxis"]["range"] == [RANGE["start"], RANGE["end"]]
+    (volume,) = charts["volume"]["data"]
+    assert volume["width"] == pytest.approx(0.9 * views.HOUR) and volume["y"] == [400.0, 400.0]
 
 
 def test_column_anomalies_assays_and_lineage_pages(client: TestClient, admin_token: str, models: None) -> None:

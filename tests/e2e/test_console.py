@@ -1,4 +1,5 @@
-"""The web console in a real browser: headless Debian Chromium (Playwright) against the running stack.
+"""The web console in real browsers: headless Debian Chromium (Playwright), and Debian firefox-esr (puppeteer-core
+over WebDriver BiDi, tests/e2e/console_firefox.cjs), against the running stack.
 
 One model gets eight hourly windows (`in.x` shifts from ~10 to ~20 in the last two, `in.y` stays put),
 a reference profile of the stable distribution, a WhyLabs drift analyzer on `in.x` / `in.y` against
@@ -8,7 +9,8 @@ create` and walks every page: the numbers shown must equal the JSON API's, the d
 be flagged and the stable one not, every chart must render, the browser console must stay clean,
 and axe-core must find no serious or critical accessibility violation. Screenshots of every page go
 to tests/e2e/artifacts/ (console.png is the README picture, copied to docs/ by hand). Nothing is asserted on time; each
-page's server response time is printed.
+page's server response time is printed. Sessions are checked across two API replicas of one store: logout
+on one ends the session on both, and revoking the key ends it too.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from stream.cli.services import free_port
+from stream.store.keys import key_id_of
 from tests.e2e.conftest import HOUR, Stack, now_hour
 from tests.e2e.console_browser import ARTIFACTS, SEVERE, Tab, launch, login, numbers, tab
-from tests.integration.helpers import eventually
+from tests.e2e.console_firefox import Visit, walk
+from tests.integration.helpers import eventually, http_get, spawn, stop
 
 pytestmark = pytest.mark.integration
 
@@ -491,6 +497,42 @@ def test_logout_ends_the_session(scenario: Scenario, browser: Browser) -> None:
         assert t.page.url.endswith("/login")
         expect(t.page.get_by_label("API key")).to_be_visible()
         t.assert_no_errors("logging out")
+        # The session ended on the server: a copy of the cookie taken before logging out no longer works.
+        copied = httpx.get(f"{base}/", cookies={"driftline_session": cookie["value"]}, follow_redirects=False)
+        assert copied.status_code == 303 and copied.headers["location"] == "/login"
+
+
+def test_sessions_are_shared_by_api_replicas_and_end_with_their_key(scenario: Scenario, browser: Browser,
+                                                                     tmp_path: Path) -> None:
+    """A second `driftline api` on the same store serves the browser's session; logging out there ends it on
+    the first; revoking the key (admin API) ends the sessions opened with it."""
+    s = scenario
+    settings = s.stack.settings.model_copy(update={"api_port": free_port()})
+    replica = spawn(["api", "--port", str(settings.api_port)], settings, tmp_path / "api-replica.log")
+    other = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        eventually(lambda: replica.poll() is None and http_get(f"{other}/health")[0] == 200, timeout=90, interval=0.5)
+        key = s.stack.create_key("admin")
+        with tab(browser, s.stack.api_url) as t:
+            login(t, key)
+            (cookie,) = [c for c in t.page.context.cookies() if c["name"] == "driftline_session"]
+            jar = {"driftline_session": cookie["value"]}
+            page = httpx.get(f"{other}/", cookies=jar, follow_redirects=False)
+            assert page.status_code == 200 and f'data-model="{s.model}"' in page.text
+            token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+            assert token is not None
+            out = httpx.post(f"{other}/logout", cookies=jar, data={"csrf_token": token.group(1)},
+                             headers={"Origin": other}, follow_redirects=False)
+            assert out.status_code == 303, out.text
+            t.goto("/")
+            assert t.page.url.endswith("/login")  # ended on the first replica too
+            login(t, key)
+            assert s.api.delete(f"/v1/keys/{key_id_of(key)}").status_code == 204
+            t.goto("/")
+            assert t.page.url.endswith("/login")
+            t.assert_no_errors("the sessions across replicas")
+    finally:
+        stop(replica)
 
 
 def test_pages_need_a_session_and_send_security_headers(scenario: Scenario) -> None:
@@ -507,3 +549,69 @@ def test_pages_need_a_session_and_send_security_headers(scenario: Scenario) -> N
         r = httpx.get(f"{base}/console/static/{asset}")
         assert r.status_code == 200, asset
         assert "max-age" in r.headers.get("cache-control", ""), asset
+
+
+def test_firefox_walks_every_page(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every page again in headless Firefox (Debian's firefox-esr over WebDriver BiDi): logged in with the
+    keyboard, each page renders its charts, the drift scores and row counts shown equal the API's, the
+    drifted column is flagged, the console stays clean, axe-core finds nothing serious; firefox-*.png."""
+    s = scenario
+    span = (s.hours[0], s.end)
+    query = s.range_query(*span, f"reference:{s.reference}")
+    model_row = f'tr[data-testid="model-row"][data-model="{s.model}"]'
+    summary = '[data-testid="column-summary"] [data-testid="drift-score"]'
+    visits = [
+        Visit("models", "/", read={"events": (f'{model_row} [data-testid="events-24h"]', "data-value"),
+                                   "start": ('[data-testid="models-table"]', "data-start-ms"),
+                                   "end": ('[data-testid="models-table"]', "data-end-ms")}),
+        Visit("model", f"/models/{s.model}?{query}", charts=2, read={
+            "columns": (ROWS, "data-column"), "drift": (f'{ROWS} [data-testid="drift-score"]', "data-value"),
+            "rows": (f'{ROWS} [data-testid="row-count"]', "data-value"),
+            "flagged": (f'{ROWS}:has([data-testid="anomaly-flag"])', "data-column")}),
+        Visit("column-numeric", f"/models/{s.model}/columns/in.x?{query}", charts=3,
+              read={"drift": (summary, "data-value")}),
+        Visit("column-string", f"/models/{s.model}/columns/in.city?{query}", charts=1,
+              read={"drift": (summary, "data-value")}),
+        Visit("anomalies", f"/anomalies?model={s.model}&source=analyzer", charts=1,
+              read={"total": ('[data-testid="total-analyzer"]', "data-value")}),
+        Visit("lineage", link=f'[data-testid="timeline-row"] a[href*="/models/{s.model}/lineage"]'),
+        Visit("assays", f"/models/{s.model}/assays", charts=1,
+              read={"scores": ('[data-testid="assay-row"] [data-testid="assay-score"]', "data-value")}),
+        Visit("config", f"/models/{s.model}/config",
+              read={"monitor": ('form[data-testid="config-form-monitor"] textarea', "name")}),
+    ]
+    report = walk(s.stack.api_url, s.stack.create_key("admin"), visits)
+    assert report["version"].startswith("firefox/"), report["version"]
+    assert report["login"]["status"] == 200 and report["login"]["url"].endswith("/"), report["login"]
+    assert not report["login"]["errors"], report["login"]["errors"]
+    pages = {p["name"]: p for p in report["pages"]}
+    assert list(pages) == [v.name for v in visits]
+    for visit in visits:
+        p = pages[visit.name]
+        assert p["status"] == 200, (visit.name, p["status"], p["url"])
+        assert not p["errors"], f"Firefox console errors on {visit.name}: {p['errors']}"
+        assert len(p["charts"]) >= visit.charts and all(c["svgs"] >= 1 for c in p["charts"]), (visit.name, p["charts"])
+        severe = [v for v in p["violations"] if v["impact"] in SEVERE]
+        assert not severe, f"{visit.name} in Firefox: serious/critical accessibility violations: {severe}"
+        assert (ARTIFACTS / f"firefox-{visit.name}.png").stat().st_size > 0
+    models = pages["models"]["values"]
+    (start,), (end,) = models["start"], models["end"]
+    assert [int(v) for v in models["events"]] == [sum(_windows(s.api, s.model, int(start), int(end)).values())]
+    model = pages["model"]["values"]
+    want = _api_drift(s, span, reference=s.reference)
+    shown = dict(zip(model["columns"], (float(v) if v else None for v in model["drift"]), strict=True))
+    assert shown == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert [int(float(v)) for v in model["rows"]] == [8 * N] * len(COLUMNS)
+    assert "in.x" in model["flagged"] and "in.y" not in model["flagged"], model["flagged"]
+    assert [float(v) for v in pages["column-numeric"]["values"]["drift"]] == pytest.approx([want["in.x"]], rel=1e-9)
+    assert [float(v) for v in pages["column-string"]["values"]["drift"]] == pytest.approx([want["in.city"]],
+                                                                                          rel=1e-9, abs=1e-12)
+    assert pages["anomalies"]["values"]["total"] == ["2"]
+    assert "/lineage" in pages["lineage"]["url"]
+    results = s.api.get(f"/v1/assays/{s.assay}/results").json()["results"]
+    assert sorted(float(v) for v in pages["assays"]["values"]["scores"]) == pytest.approx(
+        sorted(r["score"] for r in results), rel=1e-9)
+    assert pages["config"]["values"]["monitor"] == ["text"]
+    with capsys.disabled():
+        print(f"\nconsole in {report['version']}: " + "; ".join(
+            f"{p['name']} {len(p['charts'])} charts, axe {len(p['violations'])}" for p in report["pages"]))
