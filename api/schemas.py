@@ -218,3 +218,21 @@ class FlatEvent(BaseModel):
     event_id: str | int | None = None
     model_version: str | int | None = None
     elapsed_ns: int | float | None = None
+
+
+class AnalyzerWarning(BaseModel):
+    """An analyzer that was stored but that Driftline will not evaluate (analyzer-results gets a
+    ``NotEvaluated`` result for it instead of silence)."""
+
+    path: str = Field(description="where in the document, e.g. `analyzers.3`")
+    analyzerId: str
+    type: Literal["not_evaluated"] = "not_evaluated"
+    message: str = Field(description="why it is not evaluated")
+
+
+class MonitorDocumentOut(BaseModel):
+    """The monitor document (or analyzer) as stored, plus `warnings` when any analyzer will not be evaluated."""
+
+    model_config = ConfigDict(extra="allow")
+    warnings: list[AnalyzerWarning] | None = Field(
+        default=None, description="present only when an enabled analyzer is not evaluated (e.g. `experimental`)")

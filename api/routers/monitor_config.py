@@ -6,7 +6,8 @@ Invalid documents answer 422 with `detail` = `[{"loc": ["body", "analyzers", "0"
 analyzer/monitor, passes the same check (`MonitorDocument.validate_for`): ids are unique, a monitor names
 only analyzers of the document (`analyzerIds`), and the document's `datasetId`, when given, is the
 model of the URL. Analyzer and monitor ids are immutable; an analyzer that a monitor names cannot be
-deleted (409).
+deleted (409). A stored analyzer that Driftline will not evaluate (``experimental``, an unknown type, no
+targetMatrix, a composite naming missing analyzers) adds ``warnings`` to the PUT response.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response
 
 from api.deps import existing_model, get_store
+from api.schemas import AnalyzerWarning, MonitorDocumentOut
 from stream.analysis.monitor_config import (
     ID_PATTERN,
     MonitorConfigError,
@@ -81,6 +83,13 @@ def _save(repo: MonitoringRepository, model: str, doc: MonitorDocument) -> dict[
     return repo.put_monitor_document(model, doc)
 
 
+def _with_warnings(body: dict[str, Any], warnings: list[dict[str, str]]) -> dict[str, Any]:
+    """``body`` plus ``warnings`` (validated as :class:`AnalyzerWarning`) when there are any."""
+    if not warnings:
+        return body
+    return {**body, "warnings": [AnalyzerWarning.model_validate(w).model_dump() for w in warnings]}
+
+
 def _with_path_id(body: dict[str, Any], item_id: str, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HTTPException(422, f"the {what} must be a JSON object")
@@ -104,13 +113,15 @@ def get_monitor_config(config: Model, repo: Repo) -> dict[str, Any]:
             description="422 naming the path of every problem: invalid fields, duplicate analyzer or monitor ids, "
                         "a monitor whose `analyzerIds` names an analyzer the document does not contain (the same "
                         "check as `PUT /monitors/{id}`), and a `datasetId` other than the model in the URL "
-                        "(`datasetId` may be left out; it is then the URL's model).")
+                        "(`datasetId` may be left out; it is then the URL's model). The answer is the stored "
+                        "document, with `warnings` naming each enabled analyzer Driftline will not evaluate.",
+            responses={200: {"model": MonitorDocumentOut}})
 def put_monitor_config(config: Model, repo: Repo, body: Document) -> dict[str, Any]:
     try:
         doc = parse_document(body)
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
-    return _save(repo, config.name, doc)
+    return _with_warnings(_save(repo, config.name, doc), doc.evaluation_warnings())
 
 
 @router.delete("", status_code=204, summary="Remove the model's monitor document")
@@ -130,16 +141,18 @@ def get_analyzer(config: Model, repo: Repo, analyzer_id: ItemId) -> dict[str, An
         raise HTTPException(404, f"model {config.name!r} has no analyzer {analyzer_id!r}") from None
 
 
-@router.put("/analyzers/{analyzer_id}", summary="Create or replace one analyzer (its id is immutable)")
+@router.put("/analyzers/{analyzer_id}", summary="Create or replace one analyzer (its id is immutable)",
+            responses={200: {"model": MonitorDocumentOut}})
 def put_analyzer(config: Model, repo: Repo, analyzer_id: ItemId, body: Item) -> dict[str, Any]:
     data = _with_path_id(body, analyzer_id, "analyzer")
     try:
         analyzer = parse_analyzer(data)
     except MonitorConfigError as exc:
         raise _invalid(exc) from None
-    doc = _document(repo, config.name) or MonitorDocument()
-    _save(repo, config.name, doc.with_analyzer(analyzer))
-    return analyzer.to_json()
+    doc = (_document(repo, config.name) or MonitorDocument()).with_analyzer(analyzer)
+    _save(repo, config.name, doc)
+    warnings = [w for w in doc.evaluation_warnings() if w["analyzerId"] == analyzer.id]
+    return _with_warnings(analyzer.to_json(), warnings)
 
 
 @router.delete("/analyzers/{analyzer_id}", status_code=204,

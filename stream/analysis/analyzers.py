@@ -15,7 +15,18 @@ Pure functions following the WhyLabs backend's calculations (``calculationsV3``)
   ignores decreases, ``lower`` ignores increases.
 * **drift** — ``sketches.drift.column_distance`` between the merged baseline column and the target
   column (``histogram`` → KLL bins, ``frequent_items`` → frequent items); anomaly when the distance is
-  strictly greater than ``threshold`` (default 0.7, algorithm default hellinger).
+  strictly greater than ``threshold`` (default 0.7, algorithm default hellinger).  ``variation_distance``
+  (total variation) works the same way; ``ks_test`` (histogram only) gives a p-value and is an anomaly
+  when it is strictly below ``threshold`` (default 0.05) — see :mod:`stream.analysis.sketch_tests`.
+* **seasonal** — SARIMA forecast band with the backend's stddev fallback (:mod:`stream.analysis.seasonal`).
+* **monotonic** — over the analyzer's ``targetSize`` sequential batches (oldest first, batches without
+  data skipped) count the steps up and the steps down; ties (equal neighbours) count as neither, as the
+  backend.  The value is the count in ``direction``; anomaly when it is ``>= numBuckets``.
+* **conjunction / disjunction** — over the results of the child analyzers (``analyzerIds``) for the
+  same segment, column and target batch: conjunction is an anomaly when every child is; a child with
+  no result makes it ``failure="CompositeCalculationMissingColumns"`` (not anomalous), as the backend;
+  disjunction is an anomaly when any child with a result is.  A child result that is itself a failure
+  (e.g. InsufficientBaseline) counts as present and not anomalous.
 * **comparison** — ``expected <operator> target`` must hold (``eq`` within one ulp for numbers);
   expected from the config, else the rolled-up baseline value.
 * **list_comparison** — ``in`` / ``not_in`` the expected values (or the baseline values).
@@ -24,11 +35,13 @@ Pure functions following the WhyLabs backend's calculations (``calculationsV3``)
 
 Too little baseline (fewer non-empty baseline batches than ``min(minBatchSize, expected batches)``)
 gives a result with ``anomaly=False`` and ``failure="InsufficientBaseline"``; a missing target value
-gives ``failure="NoTarget"`` — both are stored like any other result.
+gives ``failure="NoTarget"``; an analyzer Driftline cannot evaluate gives ``failure="NotEvaluated"``
+with the reason — all are stored like any other result.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,14 +54,21 @@ from stream.analysis.monitor_config import (
     Analyzer,
     ColumnListConfig,
     ComparisonConfig,
+    ConjunctionConfig,
     DiffConfig,
+    DisjunctionConfig,
     DriftConfig,
     ExpectedValue,
     FixedConfig,
     FrequentStringComparisonConfig,
     ListComparisonConfig,
+    MonotonicConfig,
+    SeasonalConfig,
     StddevConfig,
 )
+from stream.analysis.seasonal import DEFAULT_MIN_BATCH_SIZE as SEASONAL_MIN_BATCH_SIZE
+from stream.analysis.seasonal import forecast_bounds
+from stream.analysis.sketch_tests import ks_test, variation_distance
 
 __all__ = [
     "DEFAULT_DRIFT_ALGORITHM",
@@ -56,21 +76,27 @@ __all__ = [
     "DEFAULT_STDDEV_FACTOR",
     "DEFAULT_STDDEV_MIN_BATCH_SIZE",
     "AnalyzerResult",
+    "ChildResult",
     "evaluate_column_list",
     "evaluate_comparison",
+    "evaluate_composite",
     "evaluate_diff",
     "evaluate_drift",
     "evaluate_fixed",
     "evaluate_frequent_string_comparison",
     "evaluate_list_comparison",
+    "evaluate_monotonic",
+    "evaluate_seasonal",
     "evaluate_stddev",
     "insufficient_baseline",
     "merge_columns",
+    "not_evaluated",
 ]
 
 DEFAULT_STDDEV_FACTOR = 3.0
 DEFAULT_STDDEV_MIN_BATCH_SIZE = 3  # StddevConfig default in the WhyLabs backend
 DEFAULT_DRIFT_THRESHOLD = 0.7
+DEFAULT_KS_P_VALUE = 0.05  # ks_test's threshold is a p-value
 DEFAULT_DRIFT_ALGORITHM = "hellinger"
 DEFAULT_MIN_BATCH_SIZE = 1
 
@@ -78,6 +104,8 @@ INSUFFICIENT_BASELINE = "InsufficientBaseline"
 NO_TARGET = "NoTarget"
 NO_BASELINE = "NoBaseline"
 CALCULATION_ERROR = "CalculationException"
+NOT_EVALUATED = "NotEvaluated"
+MISSING_CHILDREN = "CompositeCalculationMissingColumns"  # the backend's FailureType for a conjunction
 
 
 @dataclass(frozen=True)
@@ -342,7 +370,8 @@ def evaluate_drift(
     """
     metric = config.metric
     algorithm = config.algorithm or DEFAULT_DRIFT_ALGORITHM
-    threshold = float(config.threshold) if config.threshold is not None else DEFAULT_DRIFT_THRESHOLD
+    default = DEFAULT_KS_P_VALUE if algorithm == "ks_test" else DEFAULT_DRIFT_THRESHOLD
+    threshold = float(config.threshold) if config.threshold is not None else default
     common: dict[str, Any] = {"algorithm": algorithm, "threshold": threshold}
     if target is None:
         return _no_target("drift", metric, **common)
@@ -353,7 +382,22 @@ def evaluate_drift(
         need = mbs if expected_baseline_count is None else min(expected_baseline_count, mbs)
         return _suppressed("drift", metric, count, need)
     merged = merge_columns(batches)
-    distance = column_distance(algorithm, merged, target, discrete=(metric == "frequent_items"))
+    discrete = metric == "frequent_items"
+    if algorithm == "ks_test":
+        if discrete:
+            raise ValueError("ks_test compares numeric distributions: use metric 'histogram'")
+        ks = ks_test(merged, target)
+        anomaly = ks.p_value < threshold
+        reason = (f"ks_test p-value {ks.p_value} {'<' if anomaly else '>='} threshold {threshold} "
+                  f"(D {ks.statistic}, {ks.adjusted} after sketch error; n {ks.n_baseline} vs {ks.n_target})")
+        return AnalyzerResult(
+            "drift", metric, anomaly, reason, value=ks.p_value, baseline_count=count,
+            extra={"statistic": ks.statistic, "adjusted_statistic": ks.adjusted, "n_baseline": ks.n_baseline,
+                   "n_target": ks.n_target}, **common)
+    if algorithm == "variation_distance":
+        distance = variation_distance(merged, target, discrete)
+    else:
+        distance = column_distance(algorithm, merged, target, discrete=discrete)
     anomaly = distance > threshold
     reason = f"{algorithm} distance {distance} {'>' if anomaly else '<='} threshold {threshold}"
     return AnalyzerResult(
@@ -513,6 +557,102 @@ def evaluate_column_list(
         removed=removed,
         value=float(len(added) + len(removed)),
     )
+
+
+# ---------------------------------------------------------------------------------------------- seasonal
+def evaluate_seasonal(config: SeasonalConfig, value: float | None, baseline_values: Sequence[float | None],
+                      baseline_timestamps: Sequence[int], target_ms: int) -> AnalyzerResult:
+    """SARIMA (or stddev-fallback) band around the forecast of the target batch; ``baseline_values``
+    one per TrailingWindow batch, oldest first, ``baseline_timestamps`` their starts."""
+    metric = config.metric
+    v = _f(value)
+    if v is None:
+        return _no_target("seasonal", metric)
+    count = sum(1 for b in baseline_values if _f(b) is not None)
+    need = config.minBatchSize if config.minBatchSize is not None else SEASONAL_MIN_BATCH_SIZE
+    if count < need:
+        return _suppressed("seasonal", metric, count, need, value=v)
+    max_upper, min_lower = _f(config.maxUpperThreshold), _f(config.minLowerThreshold)
+    abs_upper = math.inf if max_upper is None else max_upper
+    abs_lower = -math.inf if min_lower is None else min_lower
+    if abs_lower > abs_upper:
+        raise ValueError(f"minLowerThreshold {abs_lower} > maxUpperThreshold {abs_upper}")
+    fc = forecast_bounds(config, [_f(b) for b in baseline_values], baseline_timestamps, target_ms)
+    upper = min(abs_upper, max(fc.upper, abs_lower))
+    lower = max(abs_lower, min(fc.lower, abs_upper))
+    tt = config.thresholdType
+    anomaly = v > upper if tt == "upper" else v < lower if tt == "lower" else (v < lower or v > upper)
+    how = "SARIMA forecast" if fc.method == "arima" else "stddev fallback (median)"
+    reason = (f"{v} {'outside' if anomaly else 'within'} [{lower}, {upper}] "
+              f"({how} {fc.forecast} from {fc.points} batches)")
+    return AnalyzerResult(
+        "seasonal", metric, bool(anomaly), reason, value=v, upper=upper, lower=lower, absolute_upper=max_upper,
+        absolute_lower=min_lower, threshold_type=tt, baseline_count=count, min_batch_size=need,
+        baseline_stddev=fc.stddev, mode=fc.method,
+        extra={"forecast": fc.forecast, "points": fc.points,
+               "alpha": float(config.alpha) if config.alpha is not None else 0.05})
+
+
+# ---------------------------------------------------------------------------------------------- monotonic
+def evaluate_monotonic(config: MonotonicConfig, values: Sequence[float | None], target_size: int) -> AnalyzerResult:
+    """Steps in ``direction`` across ``values`` (the ``target_size`` batches ending at the target,
+    oldest first; ``None`` = no data, skipped); ties count as neither direction."""
+    metric = config.metric
+    direction = config.direction or "INCREASING"
+    need = config.numBuckets if config.numBuckets is not None else 1
+    present = [x for x in (_f(v) for v in values) if x is not None]
+    if not values or _f(values[-1]) is None:
+        return _no_target("monotonic", metric, threshold=float(need))
+    steps = [b - a for a, b in itertools.pairwise(present)]
+    ups, downs = sum(1 for d in steps if d > 0), sum(1 for d in steps if d < 0)
+    count = ups if direction == "INCREASING" else downs
+    anomaly = count >= need
+    reason = (f"{count} {direction.lower()} step(s) over {len(present)} of {target_size} batches "
+              f"({ups} up, {downs} down, {len(steps) - ups - downs} tie(s)); numBuckets {need}")
+    return AnalyzerResult(
+        "monotonic", metric, anomaly, reason, value=float(count), threshold=float(need),
+        threshold_type="upper" if direction == "INCREASING" else "lower", mode=direction,
+        previous_values=tuple(present[:-1]), extra={"increases": ups, "decreases": downs,
+                                                    "ties": len(steps) - ups - downs})
+
+
+# ---------------------------------------------------------------------------------------------- composites
+@dataclass(frozen=True)
+class ChildResult:
+    """What a conjunction / disjunction reads of one child's result for its target."""
+
+    analyzer_id: str
+    anomaly: bool
+    failure: str | None = None
+
+
+def evaluate_composite(config: ConjunctionConfig | DisjunctionConfig,
+                       children: Mapping[str, ChildResult]) -> AnalyzerResult:
+    """AND / OR over the results (``children``: analyzer id → result) of ``config.analyzerIds``."""
+    kind = config.type
+    ids = list(dict.fromkeys(config.analyzerIds))
+    present = [children[i] for i in ids if i in children]
+    missing = [i for i in ids if i not in children]
+    flagged = [c.analyzer_id for c in present if c.anomaly]
+    extra = {"children": ids, "anomalous_children": flagged, "missing_children": missing}
+    value = float(len(flagged))
+    if kind == "conjunction":
+        if missing:
+            return AnalyzerResult(kind, None, False, f"child analyzer(s) {missing} have no result for this target",
+                                  value=value, failure=MISSING_CHILDREN, extra=extra)
+        anomaly = len(flagged) == len(ids)
+        reason = f"{len(flagged)} of {len(ids)} child analyzers flag this target (all needed)"
+    else:
+        anomaly = bool(flagged)
+        reason = f"{len(flagged)} of {len(ids)} child analyzers flag this target (one is enough)"
+        if missing:
+            reason += f"; {missing} have no result"
+    return AnalyzerResult(kind, None, anomaly, reason, value=value, extra=extra)
+
+
+def not_evaluated(kind: str, metric: str | None, reason: str) -> AnalyzerResult:
+    """The explicit result of an analyzer Driftline does not evaluate (never silence)."""
+    return AnalyzerResult(kind, metric, False, reason, failure=NOT_EVALUATED)
 
 
 def analyzer_type(analyzer: Analyzer) -> str | None:

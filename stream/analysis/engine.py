@@ -32,8 +32,17 @@ analyzers reads the metric of the ``n - 1`` batches before the target from their
 Segments: a target segment with fewer keys than the stored segments is rolled up from its members
 (:func:`stream.analysis.target_matrix.segment_members`).  Schedules: a cron schedule analyzes the
 batches whose start matches the expression; a fixed cadence coarser than the model's granularity
-analyzes the first batch of each period (see :func:`_scheduled`).  Unsupported analyzer types
-(seasonal, conjunction, …) are accepted in documents but not evaluated.
+analyzes the first batch of each period (see :func:`_scheduled`).
+
+``seasonal`` reads one metric value per TrailingWindow batch (with the batch starts, for
+``stddevTimeRanges``); ``monotonic`` reads the metric of the ``targetSize`` batches ending at the target
+(``targetSize`` unset: 2).  ``conjunction`` / ``disjunction`` analyzers run after every other analyzer of
+the pass, over the results their children have (stored, or written in this pass) for each (segment,
+column, target batch) inside the composite's own candidate batches; their fingerprint hashes those
+child results, so a child's new verdict re-evaluates them.  An analyzer Driftline cannot evaluate
+(:func:`stream.analysis.monitor_config.not_evaluated_reason`: ``experimental``, unknown types, no
+targetMatrix, …) stores one ``failure="NotEvaluated"`` result per segment and target batch with data,
+whose reason says why — never nothing.
 """
 
 from __future__ import annotations
@@ -57,43 +66,53 @@ from stream import telemetry
 from stream.analysis.alerts import Publish, process_monitors, publish_pending, run_assays
 from stream.analysis.analyzers import (
     AnalyzerResult,
+    ChildResult,
     analyzer_type,
     evaluate_column_list,
     evaluate_comparison,
+    evaluate_composite,
     evaluate_diff,
     evaluate_drift,
     evaluate_fixed,
     evaluate_frequent_string_comparison,
     evaluate_list_comparison,
+    evaluate_monotonic,
+    evaluate_seasonal,
     evaluate_stddev,
     merge_columns,
+    not_evaluated,
 )
 from stream.analysis.monitor_config import (
     Analyzer,
     ColumnListConfig,
     ColumnMatrix,
     ComparisonConfig,
+    ConjunctionConfig,
     CronSchedule,
     CurrentBatchBaseline,
     DatasetMatrix,
     DiffConfig,
+    DisjunctionConfig,
     DriftConfig,
     FixedConfig,
     FixedSchedule,
     FrequentStringComparisonConfig,
     ListComparisonConfig,
     MonitorDocument,
+    MonotonicConfig,
     ReferenceBaseline,
+    SeasonalConfig,
     StddevConfig,
     TimeRange,
     TimeRangeBaseline,
     TrailingWindowBaseline,
+    not_evaluated_reason,
     parse_duration,
 )
 from stream.analysis.rules import evaluate_rules
 from stream.analysis.target_matrix import SegmentKey, resolve_columns, resolve_segments, segment_members
 from stream.analysis.whylabs_metrics import UnknownMetricError, canonical_metric, metric_value
-from stream.store.analysis import ResultRecord, hash64, stored_result_versions, write_results
+from stream.store.analysis import ResultRecord, hash64, list_results, stored_result_versions, write_results
 from stream.store.client import Store
 from stream.store.config import ConfigRepository
 from stream.store.profiles import BatchKey, batch_fingerprints, last_upload_ms, load_batches
@@ -272,15 +291,22 @@ def run_analysis(
     profiles = _Profiles(store, model, granularity)
     created = int(time.time() * 1000)
     out: list[ResultRecord] = []
-    for analyzer in doc.analyzers:
-        if analyzer.disabled or not analyzer.is_runnable:
-            continue
-        if analyzer_ids is not None and analyzer.id not in analyzer_ids:
-            continue
+    ids = [a.id for a in doc.analyzers]
+    selected = [a for a in doc.analyzers if not a.disabled and (analyzer_ids is None or a.id in analyzer_ids)]
+    composites = [a for a in selected if a.is_composite and not_evaluated_reason(a, ids) is None]
+    composite_ids = {a.id for a in composites}
+    for analyzer in (a for a in selected if a.id not in composite_ids):  # children first, composites after
         try:
             out.extend(_run_analyzer(store, profiles, model, doc, analyzer, now_ms, granularity, created,
-                                     load_reference, column_weights or {}, schema, since_ms))
+                                     load_reference, column_weights or {}, schema, since_ms,
+                                     skip_reason=not_evaluated_reason(analyzer, ids)))
         except Exception:  # one broken analyzer must not stop the others
+            log.exception("analyzer %s of model %s failed", analyzer.id, model)
+    for analyzer in composites:  # document order: a composite may name an earlier composite
+        try:
+            out.extend(_run_composite(store, model, doc, analyzer, now_ms, granularity, created, out,
+                                      column_weights or {}, since_ms))
+        except Exception:
             log.exception("analyzer %s of model %s failed", analyzer.id, model)
     write_results(store, out)
     return out
@@ -353,6 +379,7 @@ class _AnalyzerRun:
     granularity: str
     now_ms: int
     config_hash: int
+    skip_reason: str | None = None  # why the analyzer is not evaluated (None: it is)
 
 
 @dataclass(frozen=True)
@@ -368,11 +395,12 @@ class _Baseline:
 def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDocument, analyzer: Analyzer,
                   now_ms: int, granularity: str, created: int, load_reference: LoadReference | None,
                   weights: Mapping[str, float], schema: Mapping[str, Mapping[str, Any]] | None,
-                  since_ms: int | None) -> list[ResultRecord]:
+                  since_ms: int | None, skip_reason: str | None = None) -> list[ResultRecord]:
     """Results of one analyzer: its candidate batches → the jobs not analyzed yet → their profiles,
-    fetched in one query → one result per target column."""
+    fetched in one query → one result per target column (with ``skip_reason``: one ``NotEvaluated``
+    result per segment and batch saying why)."""
     config = analyzer.config
-    assert config is not None and analyzer.targetMatrix is not None
+    assert skip_reason is not None or (config is not None and analyzer.targetMatrix is not None)
     kind = analyzer_type(analyzer) or "unknown"
     metric = getattr(config, "metric", None) or kind
     try:
@@ -385,7 +413,7 @@ def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDoc
     if not candidates:
         return []
     run = _AnalyzerRun(store, profiles, model, analyzer, config, kind, metric, canonical, granularity, now_ms,
-                       _config_hash(analyzer, granularity))
+                       _config_hash(analyzer, granularity), skip_reason)
     jobs = _pending_jobs(run, candidates)
     if not jobs:
         return []
@@ -393,7 +421,7 @@ def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDoc
     reference: DatasetProfile | None = None
     if isinstance(baseline, ReferenceBaseline):
         reference = load_reference(baseline.profileId) if load_reference is not None else None
-    n_prev = (config.nConsecutive or 1) - 1 if isinstance(config, FixedConfig) else 0
+    n_prev = _previous_batches(analyzer)
     _prefetch(run, jobs, baseline, n_prev)
     last_upload = last_upload_ms(store, model, granularity) if canonical == "secondsSinceLastUpload" else None
     out: list[ResultRecord] = []
@@ -408,18 +436,35 @@ def _run_analyzer(store: Store, profiles: _Profiles, model: str, doc: MonitorDoc
     return out
 
 
+def _previous_batches(analyzer: Analyzer) -> int:
+    """Batches before the target an analyzer reads besides its baseline: fixed's ``nConsecutive - 1``,
+    monotonic's ``targetSize - 1``."""
+    config = analyzer.config
+    if isinstance(config, FixedConfig):
+        return (config.nConsecutive or 1) - 1
+    if isinstance(config, MonotonicConfig):
+        return _target_size(analyzer) - 1
+    return 0
+
+
+def _target_size(analyzer: Analyzer) -> int:
+    """Sequential batches a monotonic analyzer compares (``targetSize``; unset: 2, the fewest with a step)."""
+    return analyzer.targetSize if analyzer.targetSize is not None else 2
+
+
 def _pending_jobs(run: _AnalyzerRun, candidates: list[int]) -> list[_Job]:
     """(target segment, candidate batch) pairs to analyze: those with data (``missingDatapoint``: also
     the empty batches after the first with data) whose fingerprint or config hash moved since their
     stored result; ``secondsSinceLastUpload`` always."""
     matrix = run.analyzer.targetMatrix
-    assert matrix is not None
     lo, hi = candidates[0], batch_end(candidates[-1], run.granularity)
     fingerprints = batch_fingerprints(run.store, run.model, run.granularity, lo, hi)
     known = sorted({seg for seg, _ in fingerprints})
     stored = stored_result_versions(run.store, run.model, run.analyzer.id, lo, hi)
     jobs: list[_Job] = []
-    for seg in resolve_segments(matrix.segments, matrix.excludeSegments, known):
+    segments = resolve_segments(matrix.segments if matrix else None, matrix.excludeSegments if matrix else None,
+                                known)
+    for seg in segments:
         members = segment_members(seg, known)
         seen = [ws for ws in candidates if any((m, ws) in fingerprints for m in members)]
         first = seen[0] if seen else None
@@ -498,7 +543,7 @@ def _job_results(run: _AnalyzerRun, job: _Job, baseline: Any, reference: Dataset
                  schema: Mapping[str, Mapping[str, Any]] | None, created: int) -> list[ResultRecord] | None:
     """One result per target column of one job that yields one; None when the job has no target."""
     target = run.profiles.batch(job.members, job.ws)
-    columns = _target_columns(run.analyzer.targetMatrix, target, schema)
+    columns = [None] if run.skip_reason is not None else _target_columns(run.analyzer.targetMatrix, target, schema)
     if columns is None:
         return None
     base = _job_baseline(run, job, baseline, reference, target)
@@ -524,6 +569,8 @@ def _evaluate(run: _AnalyzerRun, job: _Job, target: DatasetProfile | None, colum
     """The analyzer's verdict on one target column (None: the analyzer yields no result for it)."""
     config, canonical, base_list, merged_base = run.config, run.canonical, base.profiles, base.merged
     expected = len(base.batch_starts) if base.batch_starts is not None else None
+    if run.skip_reason is not None:
+        return not_evaluated(run.kind, getattr(config, "metric", None), run.skip_reason)
 
     def value_of(p: DatasetProfile | None) -> float | str | None:
         if canonical == "missingDatapoint":
@@ -540,6 +587,13 @@ def _evaluate(run: _AnalyzerRun, job: _Job, target: DatasetProfile | None, colum
         previous = [numeric(value_of(run.profiles.batch(job.members, batch_shift(job.ws, run.granularity, -k))))
                     for k in range(n_prev, 0, -1)]
         return evaluate_fixed(config, numeric(value_of(target)), previous)
+    if isinstance(config, SeasonalConfig):
+        return evaluate_seasonal(config, numeric(value_of(target)), [numeric(value_of(b)) for b in base_list],
+                                 base.batch_starts or [], job.ws)
+    if isinstance(config, MonotonicConfig):
+        series = [numeric(value_of(run.profiles.batch(job.members, batch_shift(job.ws, run.granularity, -k))))
+                  for k in range(n_prev, 0, -1)]
+        return evaluate_monotonic(config, [*series, numeric(value_of(target))], n_prev + 1)
     if isinstance(config, StddevConfig):
         return evaluate_stddev(config, numeric(value_of(target)), [numeric(value_of(b)) for b in base_list],
                                expected_baseline_count=expected)
@@ -566,6 +620,64 @@ def _evaluate(run: _AnalyzerRun, job: _Job, target: DatasetProfile | None, colum
         base_cols = sorted({c for b in base_list if b is not None for c in b.columns})
         return evaluate_column_list(config, list(target.columns), base_cols)
     return None
+
+
+# ------------------------------------------------------------------------------------------------ composites
+_ChildKey = tuple[str, str, int]  # (segment, column, dataset_timestamp)
+
+
+def _child_results(store: Store, model: str, child_ids: Sequence[str], lo: int, hi: int,
+                   fresh: Sequence[ResultRecord]) -> dict[_ChildKey, dict[str, tuple[bool, str | None, int, int]]]:
+    """(segment, column, batch) → child id → (anomaly, failure, target_version, config_version): the
+    stored results of ``child_ids`` in ``[lo, hi)``, overlaid with this pass's ``fresh`` ones."""
+    out: dict[_ChildKey, dict[str, tuple[bool, str | None, int, int]]] = {}
+    for child in dict.fromkeys(child_ids):
+        for r in list_results(store, model, analyzer_id=child, start_ms=lo, end_ms=hi, limit=1_000_000):
+            out.setdefault((r["segment"], r["column"], r["dataset_timestamp"]), {})[child] = (
+                bool(r["anomaly"]), r["failure"] or None, int(r["target_version"]), int(r["config_version"]))
+    wanted = set(child_ids)
+    for rec in fresh:
+        if rec.analyzer_id in wanted and lo <= rec.dataset_timestamp < hi:
+            out.setdefault((rec.segment, rec.column, rec.dataset_timestamp), {})[rec.analyzer_id] = (
+                rec.anomaly, rec.result.failure, rec.target_version, rec.config_version)
+    return out
+
+
+def _run_composite(store: Store, model: str, doc: MonitorDocument, analyzer: Analyzer, now_ms: int,
+                   granularity: str, created: int, fresh: Sequence[ResultRecord], weights: Mapping[str, float],
+                   since_ms: int | None) -> list[ResultRecord]:
+    """Results of a conjunction / disjunction: one per (segment, column, candidate batch) that any child
+    has a result for, re-evaluated when the children's results or the composite's config changed."""
+    config = analyzer.config
+    assert isinstance(config, ConjunctionConfig | DisjunctionConfig)
+    candidates = set(_candidates(doc, analyzer, now_ms, granularity, since_ms))
+    if not candidates:
+        return []
+    lo, hi = min(candidates), batch_end(max(candidates), granularity)
+    children = _child_results(store, model, config.analyzerIds, lo, hi, fresh)
+    stored = stored_result_versions(store, model, analyzer.id, lo, hi)
+    config_hash = _config_hash(analyzer, granularity)
+    groups: dict[tuple[str, int], list[str]] = {}
+    for seg, col, ws in children:
+        if ws in candidates:
+            groups.setdefault((seg, ws), []).append(col)
+    out: list[ResultRecord] = []
+    for (seg, ws), columns in sorted(groups.items()):
+        entries = sorted(f"{cid}|{col}|{v[0]}|{v[1]}|{v[2]}|{v[3]}"
+                         for col in columns for cid, v in children[(seg, col, ws)].items())
+        fingerprint = hash64("\n".join(entries)) >> 1
+        if stored.get((seg, ws)) == (fingerprint, config_hash):
+            continue
+        for col in sorted(columns):
+            found = children[(seg, col, ws)]
+            result = evaluate_composite(config, {cid: ChildResult(cid, v[0], v[1]) for cid, v in found.items()})
+            out.append(ResultRecord(
+                model=model, analyzer_id=analyzer.id, analyzer_type=config.type, granularity=granularity,
+                segment=seg, column=col, dataset_timestamp=ws, result=result,
+                weight=weights.get(col) if col else None, target_version=fingerprint, config_version=config_hash,
+                created_at=created,
+                details={"child_results": {cid: {"anomaly": v[0], "failure": v[1]} for cid, v in found.items()}}))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the timer

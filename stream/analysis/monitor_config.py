@@ -10,10 +10,12 @@ Validation errors are raised as :class:`MonitorConfigError`, whose ``errors`` na
 problem with dots (``analyzers.0.config.threshold``): union member tags that pydantic inserts into
 locations are removed.
 
-Analyzer ``config`` is discriminated by ``type``: fixed, stddev, diff, drift, comparison,
-list_comparison, frequent_string_comparison and column_list are validated field by field; any other
-type (seasonal, monotonic, conjunction, disjunction, experimental, ...) is kept as a generic config so
-documents using them are still accepted (the engine reports them as unsupported).
+Analyzer ``config`` is discriminated by ``type``: every type of WhyLabs' monitor schema that Driftline
+evaluates — fixed, stddev, diff, drift, comparison, list_comparison, frequent_string_comparison,
+column_list, seasonal, monotonic, conjunction and disjunction — is validated field by field; any other
+type (``experimental``, or one a later schema adds) is kept as a generic :class:`OtherConfig` so the
+document is still accepted, and :func:`not_evaluated_reason` / :meth:`MonitorDocument.evaluation_warnings`
+say why it is not evaluated (the engine stores a ``NotEvaluated`` result for it, never nothing).
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ __all__ = [
     "ColumnListConfig",
     "ColumnMatrix",
     "ComparisonConfig",
+    "ConjunctionConfig",
     "CronSchedule",
     "CurrentBatchBaseline",
     "DatasetMatrix",
     "DiffConfig",
     "DigestMode",
+    "DisjunctionConfig",
     "DriftConfig",
     "EveryAnomalyMode",
     "ExpectedValue",
@@ -62,8 +66,10 @@ __all__ = [
     "Monitor",
     "MonitorConfigError",
     "MonitorDocument",
+    "MonotonicConfig",
     "OtherConfig",
     "ReferenceBaseline",
+    "SeasonalConfig",
     "Segment",
     "SegmentTag",
     "StddevConfig",
@@ -72,6 +78,7 @@ __all__ = [
     "TrailingWindowBaseline",
     "format_validation_error",
     "monitor_reference_errors",
+    "not_evaluated_reason",
     "parse_analyzer",
     "parse_document",
     "parse_duration",
@@ -421,9 +428,13 @@ class DiffConfig(_Config):
 
 
 class DriftConfig(_Config):
+    """Drift of the target column from the baseline; ``ks_test``'s value is a p-value (anomaly when it is
+    below ``threshold``), every other algorithm's a distance (anomaly when above)."""
+
     type: Literal["drift"]
     metric: Literal["histogram", "frequent_items"]
-    algorithm: Literal["hellinger", "psi", "kl_divergence", "jensenshannon"] | None = None
+    algorithm: Literal[
+        "hellinger", "psi", "kl_divergence", "jensenshannon", "ks_test", "variation_distance"] | None = None
     threshold: Number | None = None
     minBatchSize: int | None = Field(default=None, ge=1)
     baseline: Baseline
@@ -477,8 +488,74 @@ class ColumnListConfig(_Config):
     baseline: Baseline
 
 
+class SeasonalConfig(_Config):
+    """SARIMA forecast of the metric from a TrailingWindow baseline with a stddev fallback (WhyLabs
+    ``SeasonalConfig``; defaults as its schema: algorithm arima, alpha 0.05, minBatchSize 30,
+    stddevFactor 1). ``params`` may override the ARIMA orders ``p d q P D Q m`` and ``alpha``."""
+
+    type: Literal["seasonal"]
+    metric: str
+    algorithm: Literal["arima"] | None = None
+    alpha: Number | None = None
+    minBatchSize: int | None = Field(default=None, ge=1)
+    stddevTimeRanges: list[TimeRange] | None = None
+    stddevMaxBatchSize: int | None = Field(default=None, ge=1)
+    stddevFactor: Number | None = None
+    maxUpperThreshold: Number | None = None
+    minLowerThreshold: Number | None = None
+    thresholdType: Literal["upper", "lower"] | None = None
+    baseline: TrailingWindowBaseline | None = None
+
+    @field_validator("alpha")
+    @classmethod
+    def _open_unit(cls, v: int | float | None) -> int | float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError("alpha must be between 0 and 1 (exclusive)")
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _orders(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in ("p", "d", "q", "P", "D", "Q", "m"):
+            if v is not None and key in v and not (v[key].isdigit() and int(v[key]) <= 30):
+                raise ValueError(f"params.{key} must be a whole number 0..30, got {v[key][:20]!r}")
+        if v is not None and "alpha" in v:
+            try:
+                ok = 0 < float(v["alpha"]) < 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("params.alpha must be a number between 0 and 1")
+        return v
+
+
+class MonotonicConfig(_Config):
+    """Counts the steps in ``direction`` between the analyzer's ``targetSize`` sequential batches;
+    anomaly when there are at least ``numBuckets`` (defaults as the schema: INCREASING, 1)."""
+
+    type: Literal["monotonic"]
+    metric: str
+    direction: Literal["INCREASING", "DECREASING"] | None = None
+    numBuckets: int | None = Field(default=None, ge=1)
+
+
+class ConjunctionConfig(_Config):
+    """Anomaly when every child analyzer (``analyzerIds``) flags the same target (AND)."""
+
+    type: Literal["conjunction"]
+    analyzerIds: list[str] = Field(min_length=1)
+
+
+class DisjunctionConfig(_Config):
+    """Anomaly when any child analyzer (``analyzerIds``) flags the same target (OR)."""
+
+    type: Literal["disjunction"]
+    analyzerIds: list[str] = Field(min_length=1)
+
+
 class OtherConfig(_Config):
-    """Any analyzer type Driftline does not evaluate (seasonal, monotonic, conjunction, ...); kept verbatim."""
+    """Any analyzer type Driftline does not evaluate (``experimental``, ...); kept verbatim, reported as
+    not evaluated."""
 
     type: str | None = None
     metric: str | None = None
@@ -494,7 +571,14 @@ ANALYZER_TYPES = (
     "list_comparison",
     "frequent_string_comparison",
     "column_list",
+    "seasonal",
+    "monotonic",
+    "conjunction",
+    "disjunction",
 )
+COMPOSITE_TYPES = ("conjunction", "disjunction")
+SCHEMA_ANALYZER_TYPES = (*ANALYZER_TYPES, "experimental")
+"""Every analyzer ``config.type`` of WhyLabs' monitor schema; all but ``experimental`` are evaluated."""
 
 AnalyzerConfig = Annotated[
     Annotated[FixedConfig, Tag("fixed")]
@@ -505,6 +589,10 @@ AnalyzerConfig = Annotated[
     | Annotated[ListComparisonConfig, Tag("list_comparison")]
     | Annotated[FrequentStringComparisonConfig, Tag("frequent_string_comparison")]
     | Annotated[ColumnListConfig, Tag("column_list")]
+    | Annotated[SeasonalConfig, Tag("seasonal")]
+    | Annotated[MonotonicConfig, Tag("monotonic")]
+    | Annotated[ConjunctionConfig, Tag("conjunction")]
+    | Annotated[DisjunctionConfig, Tag("disjunction")]
     | Annotated[OtherConfig, Tag("other")],
     Discriminator(_tagger(ANALYZER_TYPES, fallback="other")),
 ]
@@ -516,6 +604,7 @@ class Analyzer(_Model):
     id: str = Field(pattern=ID_PATTERN, min_length=1, max_length=128)
     displayName: str | None = None
     tags: list[str] | None = None
+    targetSize: int | None = Field(default=None, ge=1)
     schedule: AnalyzerSchedule | None = None
     disabled: bool | None = None
     disableTargetRollup: bool | None = None
@@ -526,12 +615,17 @@ class Analyzer(_Model):
     config: AnalyzerConfig | None = None
 
     @property
+    def is_composite(self) -> bool:
+        """A conjunction / disjunction: evaluated over its children's results, after them."""
+        return isinstance(self.config, ConjunctionConfig | DisjunctionConfig)
+
+    @property
     def is_runnable(self) -> bool:
-        """True when Driftline can evaluate it: a supported config type and a targetMatrix.
+        """True when Driftline can evaluate it (:func:`not_evaluated_reason` is None).
 
         (WhyLabs' documentation shows analyzers with elided parts, so they are accepted and stored.)
         """
-        return self.config is not None and not isinstance(self.config, OtherConfig) and self.targetMatrix is not None
+        return not_evaluated_reason(self) is None
 
 
 # ---------------------------------------------------------------------------------------------- monitor
@@ -691,9 +785,51 @@ class MonitorDocument(_Model):
         if errors:
             raise MonitorConfigError(errors)
 
+    def evaluation_warnings(self) -> list[dict[str, str]]:
+        """One ``{"path", "analyzerId", "type", "message"}`` per enabled analyzer Driftline will not
+        evaluate (the PUT response returns them; the engine stores a ``NotEvaluated`` result for each),
+        including composites naming analyzers the document lacks."""
+        out: list[dict[str, str]] = []
+        ids = {a.id for a in self.analyzers}
+        for i, a in enumerate(self.analyzers):
+            if a.disabled:
+                continue
+            reason = not_evaluated_reason(a, ids)
+            if reason is not None:
+                out.append({"path": f"analyzers.{i}", "analyzerId": a.id, "type": "not_evaluated", "message": reason})
+        return out
+
     def monitors_for(self, analyzer_id: str) -> list[Monitor]:
         """Enabled monitors that listen to ``analyzer_id``."""
         return [m for m in self.monitors if not m.disabled and analyzer_id in m.analyzerIds]
+
+
+def not_evaluated_reason(analyzer: Analyzer, analyzer_ids: Iterable[str] | None = None) -> str | None:
+    """Why Driftline cannot evaluate ``analyzer`` (None: it can). ``analyzer_ids`` are the document's
+    analyzer ids, checked against a composite's ``analyzerIds`` when given."""
+    c = analyzer.config
+    if c is None:
+        return "the analyzer has no config"
+    if isinstance(c, OtherConfig):
+        kind = c.type if c.type else "(none)"
+        why = ("experimental analyzers run an implementation private to WhyLabs ('implementation' names it)"
+               if kind == "experimental" else f"it is not an analyzer type of WhyLabs' monitor schema "
+                                               f"({', '.join(SCHEMA_ANALYZER_TYPES)})")
+        return f"analyzer type {kind[:100]!r} is not evaluated by Driftline: {why}"
+    if isinstance(c, ConjunctionConfig | DisjunctionConfig):
+        if analyzer.id in c.analyzerIds:
+            return f"{c.type} analyzer {analyzer.id!r} names itself in analyzerIds"
+        missing = [x for x in c.analyzerIds if analyzer_ids is not None and x not in set(analyzer_ids)]
+        if missing:
+            return f"{c.type} analyzerIds name analyzers the document does not contain: {missing[:10]}"
+        return None
+    if analyzer.targetMatrix is None:
+        return "the analyzer has no targetMatrix: nothing to target"
+    if isinstance(c, SeasonalConfig) and c.baseline is None:
+        return "seasonal analyzers need a TrailingWindow baseline (WhyLabs' schema requires one)"
+    if isinstance(c, MonotonicConfig) and analyzer.targetSize is not None and analyzer.targetSize < 2:
+        return "monotonic analyzers need targetSize >= 2 (the batches compared step by step)"
+    return None
 
 
 def monitor_reference_errors(monitor: Monitor, analyzer_ids: Iterable[str], prefix: str = "") -> list[dict[str, str]]:

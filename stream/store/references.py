@@ -70,10 +70,12 @@ class ReferenceStore:
         self.store = store
 
     def put(self, model: str, name: str, source: str, profile: DatasetProfile, *, start_ms: int | None = None,
-            end_ms: int | None = None, segment: str = "") -> ReferenceProfile:
+            end_ms: int | None = None, segment: str = "", profile_id: str | None = None) -> ReferenceProfile:
+        """Store a reference profile; `profile_id` (default a new `ref-…`) names it — storing again under
+        the same id replaces it (a retried whylogs reference upload)."""
         now = datetime.now(UTC)
-        ref = ReferenceProfile(model, new_id(), name, int(now.timestamp() * 1000), source, start_ms, end_ms,
-                               segment, profile.row_count, profile.summary())
+        ref = ReferenceProfile(model, profile_id or new_id(), name, int(now.timestamp() * 1000), source, start_ms,
+                               end_ms, segment, profile.row_count, profile.summary())
         self.store.insert("reference_profiles", [[
             model, ref.profile_id, name, now, source,
             None if start_ms is None else ms_to_datetime(start_ms),

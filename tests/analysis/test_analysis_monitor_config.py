@@ -22,7 +22,8 @@ from stream.analysis.monitor_config import (
     Monitor,
     MonitorConfigError,
     MonitorDocument,
-    OtherConfig,
+    MonotonicConfig,
+    SeasonalConfig,
     StddevConfig,
     TargetMatrix,
     TimeRange,
@@ -101,10 +102,9 @@ def test_seed_examples_assembled_into_one_document_round_trip() -> None:
     parsed = parse_document(copy.deepcopy(doc))
     assert parsed.to_json() == doc
     assert isinstance(parsed.analyzer("my_median_analyzer").config, StddevConfig)
-    assert isinstance(
-        parse_document(next(e["json"] for e in EXAMPLES if e["seed_line"] == 948)).analyzer("sarima-analyzer").config,
-        OtherConfig,
-    )
+    sarima = parse_document(next(e["json"] for e in EXAMPLES if e["seed_line"] == 948)).analyzer("sarima-analyzer")
+    assert isinstance(sarima.config, SeasonalConfig) and sarima.is_runnable
+    assert sarima.config.stddevFactor == 3 and sarima.config.baseline is not None and sarima.config.baseline.size == 90
     problems = parsed.reference_errors()
     # the docs' monitors point at analyzers such as "drift_analyzer" that no example defines
     assert {"path": "monitors.1.analyzerIds.0", "message": "unknown analyzer id 'drift_analyzer'"} in problems
@@ -121,9 +121,10 @@ def test_models_typed_as_expected() -> None:
     cons = parse_analyzer(by_line[1694])
     assert isinstance(cons.config, FixedConfig) and cons.config.nConsecutive == 2 and cons.is_runnable
     tr = parse_analyzer(by_line[1267])
-    assert tr.config is not None and tr.config.baseline is not None
-    assert parse_analyzer(by_line[1123]).config.type == "monotonic"  # type: ignore[union-attr]
-    assert not parse_analyzer(by_line[1123]).is_runnable
+    assert getattr(tr.config, "baseline", None) is not None
+    mono = parse_analyzer(by_line[1123])
+    assert isinstance(mono.config, MonotonicConfig) and mono.config.direction == "DECREASING"
+    assert mono.targetSize == 2 and mono.is_runnable
 
 
 def _doc() -> dict[str, Any]:

@@ -139,7 +139,7 @@ class Stack:
         """A key made by `driftline keys create`, the way an operator makes one."""
         done = cli(self.settings, "keys", "create", "--scope", scope)
         assert done.returncode == 0, done.stderr
-        match = re.search(r"(dl_\S+)", done.stdout)
+        match = re.search(r"([A-Za-z0-9]{10}\.\S+)", done.stdout)
         assert match, done.stdout
         return match.group(1)
 

@@ -57,7 +57,7 @@ class DemoRun:
         return max(1.0, FIVE_MINUTES - (time.monotonic() - self.started))
 
     def admin_key(self) -> str | None:
-        match = re.search(r"admin key +(dl_\S+)", self.log.read_text(errors="replace"))
+        match = re.search(r"admin key +([A-Za-z0-9]{10}\.\S+)", self.log.read_text(errors="replace"))
         return match.group(1) if match else None
 
 

@@ -22,7 +22,7 @@ from tests.integration.helpers import eventually, spawn, stop
 
 
 def _admin_key(log: Path) -> str | None:
-    match = re.search(r"admin key +(dl_\S+)", log.read_text(errors="replace")) if log.exists() else None
+    match = re.search(r"admin key +([A-Za-z0-9]{10}\.\S+)", log.read_text(errors="replace")) if log.exists() else None
     return match.group(1) if match else None
 
 
@@ -117,7 +117,7 @@ def test_keys_create_goes_through_the_api_while_driftline_run_holds_the_store(se
         model = _cli(["keys", "create", "--scope", "model:house-price"], env)
         assert (model.returncode, model.stderr) == (0, ""), model.stderr
         admin_key, model_key = admin.stdout.strip(), model.stdout.strip()
-        assert re.fullmatch(r"dl_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", admin_key)
+        assert re.fullmatch(r"[A-Za-z0-9]{10}\.[A-Za-z0-9_-]{43}", admin_key)
         assert _status(port, admin_key) == 200
         refused = httpx.post(f"http://127.0.0.1:{port}/v1/keys", json={"scope": "admin"}, timeout=10,
                              headers={"Authorization": f"Bearer {model_key}"})
