@@ -9,6 +9,13 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 AXE_VERSION := 4.11.4
 AXE := $(VENV)/node/.axe-core-$(AXE_VERSION)
+# The same pages in Debian's firefox-esr, driven over WebDriver BiDi by puppeteer-core (npm, downloads no browser).
+FIREFOX := /usr/bin/firefox-esr
+PUPPETEER_VERSION := 25.16.0
+PUPPETEER := $(VENV)/node/.puppeteer-core-$(PUPPETEER_VERSION)
+# ClickHouse over verified HTTPS (tests/e2e/test_clickhouse_tls.py): Debian's stunnel terminates TLS in front
+# of the test ClickHouse server; the test CA and certificates are made with the openssl CLI.
+STUNNEL := /usr/bin/stunnel4
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -26,18 +33,30 @@ run: $(STAMP)
 $(CHROMIUM):
 	$(APT) install -y -q --no-upgrade chromium || { $(APT) update -q && $(APT) install -y -q --no-upgrade chromium; }
 
+$(STUNNEL):
+	$(APT) install -y -q --no-upgrade stunnel4 openssl || { $(APT) update -q && $(APT) install -y -q --no-upgrade stunnel4 openssl; }
+
 $(AXE):
 	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
 	test -f $(VENV)/node/node_modules/axe-core/axe.min.js
 	touch $(AXE)
 
-test: $(STAMP) $(CHROMIUM) $(AXE)
+$(FIREFOX):
+	$(APT) install -y -q --no-upgrade firefox-esr || { $(APT) update -q && $(APT) install -y -q --no-upgrade firefox-esr; }
+
+$(PUPPETEER):
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error puppeteer-core@$(PUPPETEER_VERSION)
+	test -f $(VENV)/node/node_modules/puppeteer-core/package.json
+	touch $(PUPPETEER)
+
+test: $(STAMP) $(CHROMIUM) $(AXE) $(FIREFOX) $(PUPPETEER) $(STUNNEL)
 	$(BIN)/ruff check sketches stream api tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# Every bench script, then one table of ratios (each figure against its peer or limit in the same run).
 bench: $(STAMP)
-	$(BIN)/python bench/profile_vs_whylogs.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .driftline

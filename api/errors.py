@@ -45,7 +45,8 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # every route but the uploads (moni
 DEFAULT_MAX_QUERY_BYTES = 64 * 1024  # column lists in the query can be long; uvicorn is given room for more
 DEFAULT_MAX_JSON_DEPTH = 64
 MAX_REQUEST_HEAD_BYTES = 256 * 1024  # what uvicorn (h11) buffers of a request line + headers: 4x the URI limit
-UPLOAD_ROUTES = frozenset({("POST", "/v1/models/{model}/events"), ("POST", "/v1/models/{model}/reference-profiles")})
+UPLOAD_ROUTES = frozenset({("POST", "/v1/models/{model}/events"), ("POST", "/v1/models/{model}/reference-profiles"),
+                           ("PUT", "/v1/whylabs/uploads/{upload_id}/{part}")})  # whylogs profile uploads
 _BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 for a body json.loads cannot read
 
 

@@ -4,7 +4,8 @@ The OpenAPI document declares, for every operation, the error statuses it can an
 `ErrorBody`), from rules that hold for the whole API (`error_statuses`): an operation under `/v1` needs a
 key (401) in scope (403) and reads the store (503); path parameters name things that may not exist (404);
 a body may be too large (413), a non-JSON upload of the wrong type (415); parameters and bodies may be
-invalid (422); every URI may be too long (414). 409 is declared where a route raises it (`CONFLICTS`).
+invalid (422); every URI may be too long (414). 409 is declared where a route raises it (`CONFLICTS`), 429
+where the ingest rate limit applies (`RATE_LIMITED`).
 """
 
 from __future__ import annotations
@@ -16,23 +17,29 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import errors, observability
+from api import errors, observability, security_headers
+from api.cache import Lookups
 from api.console import routes as console
+from api.rate_limit import TokenBuckets
 from api.routers import (
     alert_rules,
     analysis,
     anomalies,
     assays,
+    cbpe,
     dead_letters,
+    detectors,
     events,
     health,
     keys,
     models,
     monitor_config,
+    notifications,
     profiles,
     reference_profiles,
     review,
     validations,
+    whylabs,
 )
 from api.routers.events import DEFAULT_MAX_BODY, ProducerHolder
 from api.schemas import ErrorBody
@@ -47,6 +54,7 @@ CONFLICTS = frozenset({
     ("PUT", "/v1/models/{model}/metrics/{metric_id}"),
     ("DELETE", "/v1/models/{model}/metrics/{metric_id}"),
 })
+RATE_LIMITED = frozenset({("POST", "/v1/models/{model}/events")})  # 429 over the key's ingest rate limit
 STATUS_DESCRIPTIONS = {
     401: "No API key, or an unknown or revoked one",
     403: "The key's scope does not cover this model (or the route needs an admin key)",
@@ -56,6 +64,7 @@ STATUS_DESCRIPTIONS = {
     414: "The URI (path or query string) is too long",
     415: "Unsupported content type",
     422: "Invalid parameters or body: `detail` lists the fields",
+    429: "Over the key's ingest rate limit: retry after `Retry-After` seconds",
     503: "The store (or for ingest the broker) is unreachable or refused the request",
 }
 _JSON = "application/json"
@@ -64,7 +73,7 @@ _JSON = "application/json"
 def error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[int]:
     """The error statuses an operation can answer (see the module docstring)."""
     statuses = {414}
-    if path.startswith("/v1/"):
+    if path.startswith(("/v0/", "/v1/")):  # /v0/: the WhyLabs-compatible routes
         statuses |= {401, 403, 503}
     if "{" in path:
         statuses.add(404)
@@ -77,6 +86,8 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[in
         statuses.add(422)
     if (method.upper(), path) in CONFLICTS:
         statuses.add(409)
+    if (method.upper(), path) in RATE_LIMITED:
+        statuses.add(429)
     return sorted(statuses)
 
 
@@ -131,14 +142,21 @@ def create_app(settings: Settings | None = None, max_body_bytes: int = DEFAULT_M
     app.state.settings = settings
     app.state.max_body_bytes = max_body_bytes
     app.state.producer = ProducerHolder(settings)
+    app.state.lookups = Lookups(settings.auth_cache_seconds)
+    app.state.ingest_buckets = TokenBuckets(settings.ingest_rate_per_key, settings.ingest_burst)
     errors.install(app, max_body_bytes=max_request_bytes, max_query_bytes=max_query_bytes,
                    max_json_depth=max_json_depth)
     observability.install(app)
+    security_headers.install(app, settings)  # outermost: every answer carries the headers
     app.include_router(health.router)
     for module in (models, validations, profiles, events, anomalies, review):
         app.include_router(module.router)
     for module in (monitor_config, alert_rules, reference_profiles, assays, analysis, dead_letters, keys):
         app.include_router(module.router)
+    app.include_router(detectors.router)  # river change detectors and their detections
+    app.include_router(cbpe.router)  # label-free performance estimates
+    app.include_router(notifications.router)
+    app.include_router(whylabs.router)  # the WhyLabs API calls of the whylogs writer, whylogs export
     app.include_router(console.router)  # the browser console at /
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _settings_env_names() -> set[str]:
     """Every DRIFTLINE_* name Settings.from_env reads, taken from its source."""
-    tree = ast.parse((ROOT / "stream" / "settings.py").read_text())
-    return {n.value for n in ast.walk(tree)
+    # settings.py, and connections.py for the secured-connection settings it reads through
+    trees = [ast.parse((ROOT / "stream" / name).read_text()) for name in ("settings.py", "connections.py")]
+    return {n.value for tree in trees for n in ast.walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("DRIFTLINE_")}
 
 

@@ -11,7 +11,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from api.deps import existing_model, get_settings
+from api.deps import get_settings, ingest_model
 from api.schemas import Accepted, Event, FlatEvent
 from stream.config.models import ModelConfig
 from stream.events import ingest
@@ -37,7 +37,7 @@ class ProducerHolder:
     async def get(self) -> AIOKafkaProducer:
         async with self._lock:
             if self.producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
+                producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(),
                                             max_request_size=1_048_576, request_timeout_ms=10000,
                                             acks="all", enable_idempotence=True)
                 try:
@@ -47,8 +47,9 @@ class ProducerHolder:
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         await producer.stop()
+                    reason = f"{type(exc).__name__}: {self.settings.redact(str(exc))[:200]}"
                     raise HTTPException(503, f"broker {self.settings.bootstrap_servers} unreachable: "
-                                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                                             f"{reason}") from None
                 self.producer = producer
             return self.producer
 
@@ -114,7 +115,7 @@ assert set(REQUEST_BODY["content"]) == set(ingest.ACCEPTED)
 
 @router.post("/events", status_code=202, response_model=Accepted, summary="Ingest events",
              openapi_extra={"requestBody": REQUEST_BODY})
-async def post_events(request: Request, config: Annotated[ModelConfig, Depends(existing_model)],
+async def post_events(request: Request, config: Annotated[ModelConfig, Depends(ingest_model)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> Accepted:
     content_type = request.headers.get("content-type")
     if not ingest.supported(content_type):

@@ -29,20 +29,20 @@ class Health(BaseModel):
     store: Dependency
 
 
-def _store_status(url: str) -> Dependency:
-    address = url.split("@")[-1]
+def _store_status(settings: Settings) -> Dependency:
+    address = settings.clickhouse_url.split("@")[-1]
     try:
-        ok = shared_store(url).ping()
+        ok = shared_store(settings.clickhouse_url, settings.clickhouse_access).ping()
         return Dependency(reachable=ok, address=address, error=None if ok else "ping failed")
-    except Exception as exc:
-        return Dependency(reachable=False, address=address, error=str(exc)[:300])
+    except Exception as exc:  # shown to anyone who can reach /health: never a secret
+        return Dependency(reachable=False, address=address, error=settings.redact(str(exc))[:300])
 
 
 @router.get("/health", response_model=Health)
 async def health(settings: Annotated[Settings, Depends(get_settings)], response: Response) -> Health:
     broker_ok, store = await asyncio.gather(
-        broker_reachable(settings.bootstrap_servers),
-        asyncio.to_thread(_store_status, settings.clickhouse_url),
+        broker_reachable(settings.kafka_client_kwargs()),
+        asyncio.to_thread(_store_status, settings),
     )
     broker = Dependency(reachable=broker_ok, address=settings.bootstrap_servers,
                         error=None if broker_ok else "no metadata response")

@@ -1,4 +1,4 @@
-"""Monitors turn analyzer results into alerts on the alerts topic (and optional webhooks).
+"""Monitors turn analyzer results into alerts on the alerts topic (and notification channels).
 
 Alert message schema ``driftline.alert/v1``
 ==========================================
@@ -44,9 +44,10 @@ them.  Alerts are recorded in the ``alerts`` table first (``published = 0``), th
 ``published = 1``; an alert id already published is never sent again (re-runs, late data that does
 not change the verdict), and :func:`publish_pending` resends those left unpublished by a failure.
 
-Webhook actions (``{"type": "webhook", "target": "https://…"}``) POST the same JSON; failures are
-retried with exponential backoff (:data:`WEBHOOK_ATTEMPTS` attempts, first delay
-:data:`WEBHOOK_BACKOFF` seconds, doubling) and then logged — they never block the alerts topic.
+Notification actions: a monitor's ``actions`` (global actions ``{"type": "global", "target": "<id>"}``
+and inline webhooks ``{"type": "webhook", "target": "https://…"}``), an alert rule's or an assay's
+``notification_actions`` are delivered once each, after the alert is on the topic, with retries —
+see :mod:`stream.analysis.notifications`; they never block the alerts topic or each other.
 """
 
 from __future__ import annotations
@@ -58,10 +59,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import httpx
 import orjson
 
+from stream.analysis import channels
 from stream.analysis.monitor_config import AnomalyFilter, Monitor, MonitorDocument, parse_duration
+from stream.analysis.notifications import (
+    ActionRef,
+    deliver,
+    deliver_pending,
+    global_refs,
+    plan,
+    resolve_cleared,
+    resolve_sources,
+)
 from stream.store.analysis import (
     AlertRecord,
     AnomalyKey,
@@ -91,8 +101,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SCHEMA = "driftline.alert/v1"
-WEBHOOK_ATTEMPTS = 4
-WEBHOOK_BACKOFF = 0.5
+WEBHOOK_ATTEMPTS = channels.ATTEMPTS
+WEBHOOK_BACKOFF = channels.BACKOFF
 Publish = Callable[[str, bytes | None, bytes, dict[str, bytes]], Awaitable[None]]
 
 
@@ -190,34 +200,19 @@ def build_monitor_alerts(model: str, doc: MonitorDocument, results: Sequence[Res
 
 
 async def post_webhook(url: str, body: Mapping[str, Any], attempts: int = WEBHOOK_ATTEMPTS,
-                       backoff: float | None = None, timeout: float = 5.0) -> bool:
-    """POST JSON with retries and exponential backoff; True once a 2xx answer came back.
-
-    5xx, 408, 429 and connection errors are retried; other 4xx answers are final."""
-    delay = WEBHOOK_BACKOFF if backoff is None else backoff
-    data = orjson.dumps(body, default=str)
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await client.post(url, content=data, headers={
-                    "content-type": "application/json", "x-driftline-schema": SCHEMA})
-                if 200 <= response.status_code < 300:
-                    return True
-                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-                    log.warning("webhook %s refused the alert (%d), not retrying", url, response.status_code)
-                    return False
-                log.warning("webhook %s answered %d (attempt %d)", url, response.status_code, attempt)
-            except httpx.HTTPError as exc:
-                log.warning("webhook %s failed (attempt %d): %s", url, attempt, exc)
-            if attempt < attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-    return False
+                       backoff: float | None = None) -> bool:
+    """POST an alert to a webhook with the channel's retries (see :func:`stream.analysis.channels.send`);
+    True once a 2xx answer came back."""
+    action = channels.WebhookAction(type="webhook", url=url)
+    outcome = await channels.send(action, "trigger", [body], attempts=attempts,
+                                  backoff=WEBHOOK_BACKOFF if backoff is None else backoff)
+    return outcome.ok
 
 
 async def publish_alerts(store: Store, alerts: Sequence[AlertRecord], publish: Publish, topic: str,
-                         webhooks: Mapping[str, Sequence[str]] | None = None) -> list[AlertRecord]:
-    """Record, send and mark alerts not published before; returns those sent now."""
+                         actions: Mapping[str, Sequence[ActionRef]] | None = None) -> list[AlertRecord]:
+    """Record, send and mark alerts not published before, then deliver them through the notification
+    actions named for them in `actions` (alert id → actions); returns the alerts sent now."""
     if not alerts:
         return []
     done = await asyncio.to_thread(alert_ids_present, store, [a.alert_id for a in alerts])
@@ -229,17 +224,21 @@ async def publish_alerts(store: Store, alerts: Sequence[AlertRecord], publish: P
     if not fresh:
         return []
     await asyncio.to_thread(write_alerts, store, fresh)
-    sent = await _send(store, fresh, publish, topic)
-    posts = [post_webhook(url, a.body) for a in sent for url in (webhooks or {}).get(a.alert_id, ())]
-    if posts:
-        await asyncio.gather(*posts)
-    return sent
+    if actions:
+        await plan(store, fresh, actions)
+        sent = await _send(store, fresh, publish, topic)
+        await deliver(store, [a.alert_id for a in sent if actions.get(a.alert_id)])
+        return sent
+    return await _send(store, fresh, publish, topic)
 
 
 async def publish_pending(store: Store, publish: Publish, topic: str) -> list[AlertRecord]:
-    """Resend alerts recorded but never acknowledged by the topic (crash or broker outage)."""
+    """Resend alerts recorded but never acknowledged by the topic (crash or broker outage), then send
+    the notifications left pending."""
     pending = await asyncio.to_thread(unpublished_alerts, store)
-    return await _send(store, pending, publish, topic)
+    sent = await _send(store, pending, publish, topic)
+    await deliver_pending(store)
+    return sent
 
 
 async def _send(store: Store, alerts: Sequence[AlertRecord], publish: Publish, topic: str) -> list[AlertRecord]:
@@ -263,7 +262,8 @@ async def _send(store: Store, alerts: Sequence[AlertRecord], publish: Publish, t
 async def process_monitors(store: Store, model: str, doc: MonitorDocument, results: Sequence[ResultRecord],
                            publish: Publish, topic: str, *, now_ms: int,
                            column_weights: Mapping[str, float] | None = None) -> list[AlertRecord]:
-    """Every monitor of ``doc`` over the results of one run → alerts on ``topic`` (+ webhooks).
+    """Every monitor of ``doc`` over the results of one run → alerts on ``topic`` (+ notification
+    actions); then resolves the PagerDuty incidents the run cleared.
 
     ``column_weights`` fills in weights of results stored without one (weights changed since).
     """
@@ -276,12 +276,15 @@ async def process_monitors(store: Store, model: str, doc: MonitorDocument, resul
         reported_anomalies, store, model, [m.id for m in doc.monitors if m.mode.type == "DIGEST"],
         min(r.dataset_timestamp for r in anomalous)) if anomalous else {}
     pairs = build_monitor_alerts(model, doc, results, now_ms, reported=reported)
-    webhooks: dict[str, list[str]] = {}
+    refs: dict[str, list[ActionRef]] = {}
     for monitor, alert in pairs:
-        urls = [a.target for a in monitor.actions or () if a.type == "webhook" and a.target]
-        if urls:
-            webhooks[alert.alert_id] = urls
-    return await publish_alerts(store, [a for _, a in pairs], publish, topic, webhooks)
+        named = [ActionRef(a.target) if a.type == "global" else ActionRef.inline(a.target)
+                 for a in monitor.actions or () if a.target and a.type in ("global", "webhook")]
+        if named:
+            refs[alert.alert_id] = named
+    sent = await publish_alerts(store, [a for _, a in pairs], publish, topic, refs)
+    await resolve_cleared(store, model, results)
+    return sent
 
 
 def assay_alert(model: str, assay_id: str, assay_name: str, iopath: str, result: Mapping[str, Any],
@@ -316,6 +319,8 @@ async def run_assays(store: Store, model: str, granularity: str, now_ms: int, pu
 
     repo = AssayRepository(store)
     alerts: list[AlertRecord] = []
+    refs: dict[str, list[ActionRef]] = {}
+    cleared: set[str] = set()  # assays whose newest new window is not in "Alert": their incidents resolve
     created = int(time.time() * 1000)
     for assay in await asyncio.to_thread(repo.list_assays, model):
         try:
@@ -323,6 +328,12 @@ async def run_assays(store: Store, model: str, granularity: str, now_ms: int, pu
         except Exception:
             log.exception("assay %s of model %s failed", assay.id, model)
             continue
-        alerts += [assay_alert(model, assay.id, assay.name, assay.iopath, r, created)
-                   for r in new if r["status"] == "Alert"]
-    return await publish_alerts(store, alerts, publish, topic)
+        for r in new:
+            if r["status"] == "Alert":
+                alerts.append(assay_alert(model, assay.id, assay.name, assay.iopath, r, created))
+                refs[alerts[-1].alert_id] = global_refs(assay.notification_actions)
+        if new and max(new, key=lambda r: str(r["window_start"]))["status"] != "Alert":
+            cleared.add(assay.id)
+    sent = await publish_alerts(store, alerts, publish, topic, refs)
+    await resolve_sources(store, model, "assay", cleared)
+    return sent

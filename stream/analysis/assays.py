@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sketches import ColumnProfile, DatasetProfile
 from sketches.assay import AssayBaseline, AssayStats, assay_status, score
+from stream.analysis.channels import ActionId
 from stream.analysis.monitor_config import parse_duration
 from stream.store import profiles
 from stream.store.assays import AssayRepository
@@ -191,6 +192,9 @@ class AssayBody(BaseModel):
     warning_threshold: Finite | None = Field(default=None, ge=0)
     alert_threshold: Finite = Field(default=0.25, ge=0)
     active: bool = True
+    notification_actions: list[ActionId] = Field(
+        default_factory=list, max_length=20,
+        description="ids of notification actions (/v1/notification-actions) that receive this assay's alerts")
 
     @field_validator("iopath")
     @classmethod

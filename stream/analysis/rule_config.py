@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stream.analysis.channels import ActionId
 from stream.config.row_filters import PROPERTY_PREFIXES, RowFilter
 
 __all__ = [
@@ -160,6 +161,7 @@ class AlertRulePatch(BaseModel):
     lookback_period: Annotated[int, Field(ge=1, le=525_600)] | None = None
     subsequent_alert_wait_time: Annotated[int, Field(ge=0, le=525_600)] | None = None
     enabled: bool | None = None
+    notification_actions: list[ActionId] | None = None
 
 
 class AlertRuleBody(BaseModel):
@@ -175,6 +177,9 @@ class AlertRuleBody(BaseModel):
     lookback_period: int = Field(default=5, ge=1, le=525_600)
     subsequent_alert_wait_time: int = Field(default=0, ge=0, le=525_600)
     enabled: bool = True
+    notification_actions: list[ActionId] = Field(
+        default_factory=list, max_length=20,
+        description="ids of notification actions (/v1/notification-actions) that receive this rule's alerts")
 
 
 class AlertRule(AlertRuleBody):

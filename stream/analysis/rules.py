@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from sketches import DatasetProfile
 from sketches.drift import column_distance
 from stream.analysis.alerts import SCHEMA, Publish, alert_id, publish_alerts
+from stream.analysis.notifications import global_refs, resolve_sources
 from stream.analysis.rule_config import (
     AGGREGATIONS,
     CLASSIFICATION,
@@ -222,6 +223,8 @@ async def evaluate_rules(store: Store, model: str, now_ms: int, publish: Publish
     metrics = await asyncio.to_thread(_evaluable_metrics, repo, model)
     created = int(time.time() * 1000)
     alerts: list[AlertRecord] = []
+    rules_by_id = {rule.id: rule for rule in rules}
+    cleared: set[str] = set()  # rules evaluated with a value within their bound: their incidents resolve
     for rule in rules:
         metric = metrics.get(rule.metric_id)
         if not rule.enabled or metric is None:
@@ -232,10 +235,15 @@ async def evaluate_rules(store: Store, model: str, now_ms: int, publish: Publish
             log.exception("alert rule %s of model %s failed", rule.id, model)
             continue
         if not ev.violated:
+            if ev.value is not None:
+                cleared.add(rule.id)
             continue
         last = await asyncio.to_thread(last_rule_alert_ms, store, model, rule.id)
         wait = rule.subsequent_alert_wait_time * MINUTE
         if last is not None and last != ev.evaluated_at and ev.evaluated_at - last < wait:
             continue  # suppressed: too soon after the previous alert
         alerts.append(_rule_alert(model, ev, created))
-    return await publish_alerts(store, alerts, publish, topic)
+    refs = {a.alert_id: global_refs(rules_by_id[a.rule_id].notification_actions) for a in alerts}
+    sent = await publish_alerts(store, alerts, publish, topic, refs)
+    await resolve_sources(store, model, "rule", cleared)
+    return sent

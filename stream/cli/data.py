@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from stream.cli.env import load_cli_settings
 from stream.events.files import DataError, WireFormat, encode_batches, read_frame, to_event_columns
 from stream.events.schema import MODEL_NAME
 from stream.settings import Settings
@@ -40,7 +41,7 @@ async def send_batches(settings: Settings, topic: str, batches: Iterable[tuple[b
     """Send every batch (idempotent producer, acks=all); returns (events, messages) acknowledged."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all",
                                 enable_idempotence=True, max_request_size=64 * 1024 * 1024,
                                 request_timeout_ms=30_000)
     await producer.start()
@@ -97,7 +98,7 @@ def produce(
         events = to_event_columns(read_frame(file), _split_names(output_columns), timestamp_column)
     except DataError as exc:
         raise _fail(str(exc)) from exc
-    settings = Settings.from_env()
+    settings = load_cli_settings()
     topic = settings.topic("events")
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -118,7 +119,8 @@ def produce(
     except DataError as exc:
         raise _fail(str(exc)) from exc
     except Exception as exc:  # broker unreachable, topic authorization, …
-        raise _fail(f"cannot produce to {settings.bootstrap_servers}: {type(exc).__name__}: {exc}", 1) from exc
+        reason = settings.redact(f"{type(exc).__name__}: {exc}")
+        raise _fail(f"cannot produce to {settings.bootstrap_servers}: {reason}", 1) from exc
     seconds = time.perf_counter() - started
     typer.echo(f"produced {sent} events in {messages} messages to {topic} "
                f"({seconds:.2f} s, {sent / max(seconds, 1e-9):,.0f} events/s)")

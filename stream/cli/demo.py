@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -163,11 +164,12 @@ def register_demo_model(store: Store) -> None:
     _register_monitoring(store, model)
 
 
-async def produce_demo(bootstrap: str, topic: str, rate: int = 50, stable_minutes: float = DEFAULT_STABLE_MINUTES,
-                       stop: asyncio.Event | None = None) -> None:
-    """Publish `rate` events per second until `stop` is set; drifted after `stable_minutes`."""
+async def produce_demo(kafka: Mapping[str, Any], topic: str, rate: int = 50,
+                       stable_minutes: float = DEFAULT_STABLE_MINUTES, stop: asyncio.Event | None = None) -> None:
+    """Publish `rate` events per second until `stop` is set; drifted after `stable_minutes` (`kafka`: client
+    keyword arguments, `Settings.kafka_client_kwargs`)."""
     rng = np.random.default_rng(7)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**kafka, linger_ms=20)
     await producer.start()
     started = time.monotonic()
     try:

@@ -6,20 +6,25 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
+import orjson
 import typer
 
 from stream.cli.data import produce, profile
 from stream.cli.demo import DEFAULT_STABLE_MINUTES
+from stream.cli.env import load_cli_settings
 from stream.cli.services import (
     LocalBroker,
     LocalClickHouse,
@@ -45,6 +50,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(keys_app, name="keys")
 RESTARTS_ENV = "DRIFTLINE_RUN_RESTARTS"  # how often `driftline run` restarted its process so far
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what `keys revoke` accepts: the ids `keys list` shows
+T = TypeVar("T")
 
 
 def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
@@ -73,7 +80,7 @@ def services_up(
     tcp_port: Annotated[int, typer.Option(help="ClickHouse native port")] = 9000,
 ) -> None:
     """Start the local broker (and optionally a ClickHouse server); idempotent."""
-    broker, clickhouse = _local_services(Settings.from_env(), kafka_port, http_port, tcp_port)
+    broker, clickhouse = _local_services(load_cli_settings(), kafka_port, http_port, tcp_port)
     try:
         typer.echo(f"broker      kafka://{broker.up()}")
         if clickhouse_server:
@@ -88,7 +95,7 @@ def services_down(
     kafka_port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Stop the local services started by `services up`."""
-    broker, clickhouse = _local_services(Settings.from_env(), kafka_port)
+    broker, clickhouse = _local_services(load_cli_settings(), kafka_port)
     typer.echo(f"broker      {'stopped' if broker.down() else 'was not running'}")
     typer.echo(f"clickhouse  {'stopped' if clickhouse.down() else 'was not running'}")
 
@@ -96,78 +103,165 @@ def services_down(
 @services_app.command("status")
 def services_status(kafka_port: Annotated[int | None, typer.Option()] = None) -> None:
     """Show whether the local services run and where."""
-    broker, clickhouse = _local_services(Settings.from_env(), kafka_port)
+    broker, clickhouse = _local_services(load_cli_settings(), kafka_port)
     typer.echo(f"broker      {'running at kafka://' + broker.bootstrap if broker.running() else 'stopped'}")
     typer.echo(f"clickhouse  {'running at ' + clickhouse.url if clickhouse.running() else 'stopped'}")
 
 
-def _redacted(url: str) -> str:
-    """A store URL without its password."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
 
-
-def _key_through_api(info: RunInfo, scope: str) -> tuple[str | None, str]:
-    """A new key from the API of a running `driftline run` (with the admin key it wrote to run.json);
-    (None, why not) when it does not answer or refuses."""
-    try:
-        r = httpx.post(f"{info.api_url}/v1/keys", json={"scope": scope},
-                       headers={"Authorization": f"Bearer {info.key}"}, timeout=10)
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    try:
-        body = r.json()
-    except ValueError:
-        body = {}
-    if r.status_code == 201 and isinstance(body, dict) and isinstance(body.get("key"), str):
-        return body["key"], ""
-    detail = body.get("detail", r.text) if isinstance(body, dict) else r.text
-    return None, f"HTTP {r.status_code}: {str(detail)[:200]}"
-
-
-@keys_app.command("create")
-def keys_create(scope: Annotated[str, typer.Option(help="admin or model:NAME")] = "admin") -> None:
-    """Create an API key and print it (it is stored hashed and cannot be shown again).
-
-    While `driftline run` holds the embedded store, the key is created through its API."""
-    from stream.store.client import shared_store
-    from stream.store.keys import create_key, validate_scope
-
-    try:
-        validate_scope(scope)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    settings = Settings.from_env()
+def _running_api(settings: Settings) -> RunInfo | None:
+    """The run.json of a live `driftline run` on this store (its API creates, lists and revokes keys)."""
     info = read_run_info(settings.data_dir)
-    running = info is not None and info.clickhouse_url == settings.clickhouse_url and info.alive()
-    why_not = ""
-    if info is not None and running:
-        token, why_not = _key_through_api(info, scope)
-        if token is not None:
-            typer.echo(token)
-            return
+    alive = info is not None and info.clickhouse_url == settings.clickhouse_url and info.alive()
+    return info if alive else None
+
+
+def _through_api(info: RunInfo, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any, str]:
+    """(status, JSON answer, why it failed) of a keys route of a running `driftline run`'s API, called with
+    the admin key it wrote to run.json; status 0 when the API does not answer."""
+    try:
+        r = httpx.request(method, f"{info.api_url}{path}", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {info.key}"})
+    except httpx.HTTPError as exc:
+        return 0, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        answer = r.json() if r.content else None
+    except ValueError:
+        answer = None
+    if r.is_success:
+        return r.status_code, answer, ""
+    detail = answer.get("detail", r.text) if isinstance(answer, dict) else r.text
+    return r.status_code, answer, f"HTTP {r.status_code}: {str(detail)[:200]}"
+
+
+def _with_store(settings: Settings, info: RunInfo | None, why_not: str, action: Callable[[Store], T],
+                verb: str = "create") -> T:
+    """`action` on the configured store, for a keys command (`verb`: create, list, revoke) its API did not
+    serve; exits with a hint when another process (`driftline run`?) holds the embedded store, or with one
+    line when the store fails."""
+    from stream.store.client import shared_store
+
     parsed = urlparse(settings.clickhouse_url)
     if parsed.scheme == "chdb":
         path = Path(parsed.path)
         holder = embedded_store_holder(path)
         if holder is not None:
-            hint = (f"its API at {info.api_url} did not create the key ({why_not})"
-                    if info is not None and running else
-                    f"stop it{f' (pid {holder})' if holder else ''}, or create the key while `driftline run` "
-                    "serves its API (keys are then created through it)")
+            task = f"{verb} the key{'s' if verb == 'list' else ''}"
+            hint = (f"its API at {info.api_url} did not {task} ({why_not})" if info is not None else
+                    f"stop it{f' (pid {holder})' if holder else ''}, or {task} while `driftline run` serves its "
+                    f"API (keys are then {verb.removesuffix('e')}ed through it)")
             typer.echo(f"error: the embedded store at {path} is in use by another process (driftline run?); {hint}",
                        err=True)
             raise typer.Exit(1)
     try:
-        token = create_key(shared_store(settings.clickhouse_url), scope)
+        return action(shared_store(settings.clickhouse_url, settings.clickhouse_access))
     except Exception as exc:  # one line, never a traceback: the store's errors are long
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        typer.echo(f"error: cannot open the store at {_redacted(settings.clickhouse_url)}: {first}", err=True)
+        # redacted before it is cut short: a cut must not leave part of a secret behind
+        first = (settings.redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0][:300]
+        typer.echo(f"error: cannot use the store at {settings.redact(settings.clickhouse_url)}: {first}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(token)
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="admin or model:NAME")] = "admin",
+    expires: Annotated[str | None, typer.Option(
+        help="when the key stops working: a duration (90m, 12h, 30d, 2w, 1d12h) or an ISO-8601 date or time "
+             "(UTC unless it has an offset); default: never")] = None,
+) -> None:
+    """Create an API key and print it (it is stored hashed and cannot be shown again).
+
+    While `driftline run` holds the embedded store, the key is created through its API."""
+    from stream.store.keys import create_key, parse_expiry, validate_scope
+
+    try:
+        validate_scope(scope)
+        expires_at = parse_expiry(expires) if expires is not None else None
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    settings = load_cli_settings()
+    info, why_not = _running_api(settings), ""
+    if info is not None:
+        status, answer, why_not = _through_api(info, "POST", "/v1/keys", {
+            "scope": scope, **({"expires": expires_at.isoformat()} if expires_at else {})})
+        if status == 201 and isinstance(answer, dict) and isinstance(answer.get("key"), str):
+            typer.echo(answer["key"])
+            return
+    typer.echo(_with_store(settings, info, why_not, lambda store: create_key(store, scope, expires_at)))
+
+
+def _when(value: str | datetime | None) -> str:
+    """A time for the keys table: UTC to the second, `-` for none."""
+    if value is None:
+        return "-"
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A stored time as the API writes it (ISO-8601 UTC with `Z`), None for none."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@keys_app.command("list")
+def keys_list(
+    include_revoked: Annotated[bool, typer.Option("--all/--active", help="also list revoked keys")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (the API's `items`) instead of a table")] = False,
+) -> None:
+    """List API keys: id, scope, created, expires and status (never a token or a hash).
+
+    While `driftline run` holds the embedded store, the keys are read through its API."""
+    from stream.store.keys import list_keys
+
+    settings = load_cli_settings()
+    info, why_not = _running_api(settings), ""
+    items: list[dict[str, Any]] | None = None
+    if info is not None:
+        status, answer, why_not = _through_api(info, "GET", f"/v1/keys?include_revoked={str(include_revoked).lower()}")
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("items"), list):
+            items = answer["items"]
+    if items is None:
+        now = datetime.now(UTC)
+        keys = _with_store(settings, info, why_not, lambda store: list_keys(store, include_revoked=include_revoked),
+                           "list")
+        items = [{"key_id": k.key_id, "scope": k.scope, "created_at": _iso(k.created_at),
+                  "expires_at": _iso(k.expires_at), "expired": k.expires_at is not None and k.expires_at <= now,
+                  "revoked": k.revoked, "revoked_at": _iso(k.revoked_at)} for k in keys]
+    if as_json:
+        typer.echo(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = [(k["key_id"], k["scope"], _when(k["created_at"]), _when(k["expires_at"]),
+             "revoked" if k["revoked"] else "expired" if k["expired"] else "active") for k in items]
+    header = ("ID", "SCOPE", "CREATED", "EXPIRES", "STATUS")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `keys list` shows it")]) -> None:
+    """Revoke an API key: it stops working at once on the API that revoked it, and within
+    DRIFTLINE_AUTH_CACHE_SECONDS (default 5) on every other API process.
+
+    While `driftline run` holds the embedded store, the key is revoked through its API."""
+    from stream.store.keys import revoke_key
+
+    if not _KEY_ID.fullmatch(key_id):
+        typer.echo(f"error: {key_id!r} is not a key id (as `driftline keys list` shows them)", err=True)
+        raise typer.Exit(2)
+    settings = load_cli_settings()
+    info, why_not = _running_api(settings), ""
+    found: bool | None = None
+    if info is not None:
+        status, _, why_not = _through_api(info, "DELETE", f"/v1/keys/{key_id}")
+        found = True if status == 204 else False if status == 404 else None
+    if found is None:
+        found = _with_store(settings, info, why_not, lambda store: revoke_key(store, key_id), "revoke")
+    if not found:
+        typer.echo(f"error: no API key has id {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 def _start_worker(settings: Settings, loglevel: str) -> None:
@@ -181,7 +275,7 @@ def _start_worker(settings: Settings, loglevel: str) -> None:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     faust_app = create_app(settings)
     asyncio.run(ensure_topics(settings))
-    asyncio.run(evict_previous_member(settings.bootstrap_servers, settings.data_dir, faust_app.conf.id))
+    asyncio.run(evict_previous_member(settings.kafka_client_kwargs(), settings.data_dir, faust_app.conf.id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(faust_app, loglevel=loglevel)
     if not sys.stdout.isatty():
@@ -197,7 +291,7 @@ def worker(
     loglevel: Annotated[str, typer.Option()] = "warn",
 ) -> None:
     """Run a stream worker (Faust) against the configured broker and store."""
-    settings = Settings.from_env()
+    settings = load_cli_settings()
     if web_port is not None:
         settings = settings.model_copy(update={"worker_web_port": web_port})
     _start_worker(settings, loglevel)
@@ -222,7 +316,7 @@ def api(
     port: Annotated[int, typer.Option(envvar="DRIFTLINE_API_PORT")] = 8000,
 ) -> None:
     """Run the HTTP API against the configured broker and store."""
-    _serve_api(Settings.from_env(), host, port)
+    _serve_api(load_cli_settings(), host, port)
 
 
 @app.command()
@@ -235,9 +329,9 @@ def demo(
     from stream.cli.demo import produce_demo, register_demo_model
     from stream.store.client import shared_store
 
-    settings = Settings.from_env()
-    register_demo_model(shared_store(settings.clickhouse_url))
-    asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"), rate, stable_minutes))
+    settings = load_cli_settings()
+    register_demo_model(shared_store(settings.clickhouse_url, settings.clickhouse_access))
+    asyncio.run(produce_demo(settings.kafka_client_kwargs(), settings.topic("events"), rate, stable_minutes))
 
 
 def supervise(argv: list[str]) -> int:
@@ -320,7 +414,7 @@ def run(
         try:
             code = supervise(argv + (["--demo"] if demo else []))
         finally:
-            data_dir = Settings.from_env().data_dir
+            data_dir = load_cli_settings().data_dir
             info = read_run_info(data_dir)
             if info is None or not info.alive():  # the child died without removing it
                 remove_run_info(data_dir)
@@ -329,20 +423,21 @@ def run(
     from stream.store.client import shared_store
     from stream.store.keys import create_key
 
-    settings = Settings.from_env()
+    settings = load_cli_settings()
     _check_port(host, port)
     bhost, bport = _split_bootstrap(settings.bootstrap_servers)
     if not port_open(bhost, bport):
         LocalBroker(settings.data_dir / "broker", host=bhost, port=bport).up()
         typer.echo(f"started local broker at kafka://{bhost}:{bport}")
-    store = shared_store(settings.clickhouse_url)  # one embedded engine shared by worker and API
+    # one embedded engine shared by worker and API
+    store = shared_store(settings.clickhouse_url, settings.clickhouse_access)
     first_start = os.environ.get(RESTARTS_ENV, "0") == "0"
     api_thread = threading.Thread(target=_serve_api, args=(settings, host, port), daemon=True, name="api")
     api_thread.start()
     if demo:
         register_demo_model(store)
         threading.Thread(
-            target=lambda: asyncio.run(produce_demo(settings.bootstrap_servers, settings.topic("events"),
+            target=lambda: asyncio.run(produce_demo(settings.kafka_client_kwargs(), settings.topic("events"),
                                                     stable_minutes=stable_minutes)),
             daemon=True, name="demo-producer",
         ).start()
@@ -355,7 +450,7 @@ def run(
     typer.echo(f"API        http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     # One new admin key per `driftline run`, not per restart after a stall.
     typer.echo(f"admin key  {create_key(store, 'admin') if first_start else '(unchanged, printed at start)'}")
-    typer.echo(f"store      {settings.clickhouse_url}")
+    typer.echo(f"store      {settings.redact(settings.clickhouse_url)}")
     typer.echo(f"data dir   {Path(settings.data_dir)}")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     try:

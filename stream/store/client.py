@@ -25,6 +25,9 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from stream.connections import ClickHouseAccess
+from stream.settings import Retention, Settings
+
 DEFAULT_DATABASE = "driftline"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -134,7 +137,111 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # The start of a rejected event (at most DEAD_LETTER_PAYLOAD_BYTES), shown by the dead-letters route.
         "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS payload String DEFAULT ''",
     ]),
+    (7, [
+        # Console sessions (stream/store/sessions.py): the hash of the cookie's session id, the key it was
+        # opened with, its CSRF secret; the newest row wins (logout writes one marked deleted).
+        """CREATE TABLE IF NOT EXISTS {db}.console_sessions (
+            session_hash String, key_id String, scope String, csrf String, created_at DateTime64(3, 'UTC'),
+            expires_at DateTime64(3, 'UTC'), deleted UInt8, version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY session_hash
+        TTL toDateTime(expires_at) + INTERVAL 1 DAY""",
+    ]),
+    (8, [
+        # whylogs / WhyLabs-writer uploads (stream/store/uploads.py): one row per upload URL handed out
+        # (`kind` profile or reference), with the hash of the URL's secret; the newest row wins, so
+        # `status` goes pending → done (with the windows it merged into) or failed (with the reason).
+        """CREATE TABLE IF NOT EXISTS {db}.profile_uploads (
+            upload_id String, part UInt32, model LowCardinality(String), kind LowCardinality(String),
+            alias String, dataset_timestamp DateTime64(3, 'UTC'), secret_hash String, key_id String,
+            status LowCardinality(String), detail String, created_at DateTime64(3, 'UTC'), version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (upload_id, part)""",
+        # The WhyLabs column schema the writer sets (`tag_output_columns`): per model and whylogs column name,
+        # `classifier` input or output (outputs are named `out.<column>` in later uploads); newest row wins.
+        """CREATE TABLE IF NOT EXISTS {db}.whylabs_columns (
+            model LowCardinality(String), column String, classifier LowCardinality(String), data_type String,
+            discreteness String, version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, column)""",
+    ]),
+    (9, [
+        # Notification deliveries (stream/store/notifications.py): one row per (action, alert, event),
+        # written `pending` before the alert goes to the topic, then `delivered` or `failed`; the newest
+        # row wins. Secrets are not stored here (inline webhook URLs are, as the monitor has them).
+        """CREATE TABLE IF NOT EXISTS {db}.notification_deliveries (
+            action_id String, alert_id String, event LowCardinality(String), action_type LowCardinality(String),
+            model LowCardinality(String), monitor_id String, target String, status LowCardinality(String),
+            attempts UInt32, error String, created_at DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (action_id, alert_id, event)""",
+        # When a column summary was written (its retention counts from then; rows written before this
+        # migration count from when their TTL is materialized).
+        "ALTER TABLE {db}.column_summaries ADD COLUMN IF NOT EXISTS written_at DateTime64(3, 'UTC') DEFAULT now64(3)",
+        # The retention TTL each table was last given (Store.apply_retention), so a start only alters
+        # the tables whose retention setting changed.
+        """CREATE TABLE IF NOT EXISTS {db}.retention (
+            table_name String, ttl String, applied_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(applied_at) ORDER BY table_name""",
+    ]),
+    (10, [
+        # Key lifecycle (stream/store/keys.py): an optional expiry, and when a key was revoked.
+        "ALTER TABLE {db}.api_keys ADD COLUMN IF NOT EXISTS expires_at Nullable(DateTime64(3, 'UTC'))",
+        "ALTER TABLE {db}.api_keys ADD COLUMN IF NOT EXISTS revoked_at Nullable(DateTime64(3, 'UTC'))",
+    ]),
+    (11, [
+        # Change detections of river detectors (stream/store/detections.py): one row per detection, keyed
+        # by the source position of the event it was found at, so a replayed batch replaces the row.
+        """CREATE TABLE IF NOT EXISTS {db}.detections (
+            model LowCardinality(String), detector_id String, detector LowCardinality(String), series String,
+            segment String, event_time DateTime64(3, 'UTC'), source_topic LowCardinality(String),
+            source_partition UInt32, source_offset UInt64, source_index UInt32, value Float64,
+            statistics String, alert_id String, alerted UInt8, detected_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(detected_at)
+        ORDER BY (model, detector_id, segment, source_topic, source_partition, source_offset, source_index)""",
+        # Expected confusion sums of CBPE estimators (stream/store/estimates.py), per window, segment, source
+        # partition and score column, like profile rows; `since_offset` is the first offset a window state
+        # folded in since it was opened or read back, so a window re-opened by late events adds a row (sums
+        # add up) instead of replacing the earlier one. `version` = the state's max offset.
+        """CREATE TABLE IF NOT EXISTS {db}.performance_estimates (
+            model LowCardinality(String), granularity LowCardinality(String), segment String,
+            window_start DateTime64(3, 'UTC'), source_topic LowCardinality(String), source_partition UInt32,
+            since_offset Int64, column String, n Float64, tp Float64, fp Float64, fn Float64, tn Float64,
+            version UInt64, written_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (model, granularity, segment, column, window_start, source_topic, source_partition, since_offset)""",
+    ]),
 ]
+
+
+# Retention (docs/configuration.md "Retention"): per table, the TTL rules as (time expression, the
+# `Retention` field giving the days, condition or None). Profile tables keep each granularity apart.
+# Every rule counts from when the row was written, not from the data's own timestamps: a backfill of
+# last month's events is kept for the retention period rather than dropped as it lands.
+_BY_GRANULARITY = (("minute_profiles", "granularity = 'minute'"), ("hourly_profiles", "granularity = 'hourly'"),
+                   ("daily_profiles", "granularity IN ('daily', 'weekly', 'monthly')"))
+RETENTION_RULES: dict[str, list[tuple[str, str, str | None]]] = {
+    "anomaly_log": [("toDateTime(inserted_at)", "anomaly_log", None)],
+    "dead_letters": [("toDateTime(received_at)", "dead_letters", None)],
+    "profiles": [("toDateTime(written_at)", f, w) for f, w in _BY_GRANULARITY],
+    "column_summaries": [("toDateTime(written_at)", f, w) for f, w in _BY_GRANULARITY],
+    "profile_rollups": [("toDateTime(written_at)", f, w) for f, w in _BY_GRANULARITY],
+    "analyzer_results": [("toDateTime(created_at)", "analyzer_results", None)],
+    "alerts": [("toDateTime(created_at)", "alerts", None)],
+    "notification_deliveries": [("toDateTime(created_at)", "deliveries", None)],
+}
+
+
+def retention_ttl(table: str, retention: Retention) -> str:
+    """The TTL clause of `table` for these settings ("" = keep forever).
+
+    >>> retention_ttl("profiles", Retention(minute_profiles=7, hourly_profiles=0, daily_profiles=0))
+    "toDateTime(written_at) + INTERVAL 7 DAY DELETE WHERE granularity = 'minute'"
+    >>> retention_ttl("alerts", Retention(alerts=0))
+    ''
+    """
+    rules = []
+    for expression, field, condition in RETENTION_RULES[table]:
+        days = int(getattr(retention, field))
+        if days > 0:
+            rules.append(f"{expression} + INTERVAL {days} DAY" + (f" DELETE WHERE {condition}" if condition else ""))
+    return ", ".join(rules)
 
 
 class Where:
@@ -187,9 +294,13 @@ class Store:
         self._lock = threading.RLock()
 
     @classmethod
-    def connect(cls, url: str) -> Store:
-        """Open `chdb:///path[?database=db]` (embedded) or `http(s)://[user:pass@]host:port/database` (server)."""
+    def connect(cls, url: str, access: ClickHouseAccess | None = None) -> Store:
+        """Open `chdb:///path[?database=db]` (embedded) or `http(s)://[user:pass@]host:port/database` (server).
+
+        `access` (from the settings) adds TLS verification, a CA bundle, a client certificate and a
+        user/password that take precedence over the URL's; https verifies the server by default."""
         parsed = urlparse(url)
+        access = access or ClickHouseAccess()
         if parsed.scheme == "chdb":
             # chDB runs one engine per process (one data path); `?database=` selects a database in it.
             database = parse_qs(parsed.query).get("database", [DEFAULT_DATABASE])[0]
@@ -200,8 +311,8 @@ class Store:
             client = clickhouse_connect.get_client(
                 host=parsed.hostname or "127.0.0.1",
                 port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-                username=parsed.username or "default", password=parsed.password or "",
-                secure=parsed.scheme == "https", database="default",
+                **access.client_kwargs(parsed.scheme == "https", parsed.username, parsed.password),
+                database="default",
                 connect_timeout=5, send_receive_timeout=60,
                 # No HTTP session: ClickHouse serializes queries of one session, so a query still
                 # running server-side after a client timeout would make every later one wait.
@@ -220,8 +331,9 @@ class Store:
         return f"{self.database}.{name}"
 
     # -- schema -------------------------------------------------------------------------------
-    def migrate(self) -> int:
-        """Apply migrations not yet recorded; return the schema version. Safe to run concurrently."""
+    def migrate(self, retention: Retention | None = None) -> int:
+        """Apply migrations not yet recorded, then the retention TTLs (`retention`, default: the
+        documented defaults); return the schema version. Safe to run concurrently."""
         self.command(
             f"CREATE TABLE IF NOT EXISTS {self.table('schema_migrations')} "
             "(version UInt32, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
@@ -237,7 +349,25 @@ class Store:
                 f"INSERT INTO {self.table('schema_migrations')} (version) VALUES ({{v:UInt32}})",
                 {"v": version},
             )
+        self.apply_retention(Retention() if retention is None else retention)
         return self.schema_version()
+
+    def apply_retention(self, retention: Retention) -> list[str]:
+        """Give every table of :data:`RETENTION_RULES` the TTL of `retention` (ALTER TABLE … MODIFY
+        TTL, or REMOVE TTL for "forever") where it differs from the one recorded in `retention`;
+        returns the tables altered. ClickHouse then drops expired rows in the background."""
+        recorded = dict(self.query_rows(f"SELECT table_name, ttl FROM {self.table('retention')} FINAL"))
+        changed = []
+        for table in RETENTION_RULES:
+            ttl = retention_ttl(table, retention)
+            if recorded.get(table, "") == ttl:
+                continue
+            action = f"MODIFY TTL {ttl}" if ttl else "REMOVE TTL"
+            self.command(f"ALTER TABLE {self.table(table)} {action}")
+            self.command(f"INSERT INTO {self.table('retention')} (table_name, ttl, applied_at) "
+                         "VALUES ({t:String}, {ttl:String}, now64(3))", {"t": table, "ttl": ttl})
+            changed.append(table)
+        return changed
 
     def schema_version(self) -> int:
         rows = self.query_rows(f"SELECT max(version) FROM {self.table('schema_migrations')}")
@@ -330,17 +460,17 @@ def serve_embedded(data_path: str) -> None:
     native.query(_SERVE_STATEMENTS, "TabSeparated", path=data_path)
 
 
-_shared: dict[str, Store] = {}
+_shared: dict[tuple[str, ClickHouseAccess | None], Store] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_store(url: str) -> Store:
-    """One Store per URL in this process: chDB allows one engine per data dir, so the worker and
-    the API of `driftline run` must share it."""
+def shared_store(url: str, access: ClickHouseAccess | None = None) -> Store:
+    """One Store per URL (and access settings) in this process: chDB allows one engine per data dir, so
+    the worker and the API of `driftline run` must share it."""
     with _shared_lock:
-        store = _shared.get(url)
+        store = _shared.get((url, access))
         if store is None:
-            store = Store.connect(url)
-            store.migrate()
-            _shared[url] = store
+            store = Store.connect(url, access)
+            store.migrate(Settings.from_env().retention)  # this process's DRIFTLINE_RETENTION_* settings
+            _shared[(url, access)] = store
         return store

@@ -48,6 +48,9 @@ class ConfigKind(StrEnum):
     ALERT_RULE = "alert_rule"  # an Arthur alert rule, key = rule id
     ASSAY = "assay"  # a Wallaroo assay, key = assay id
     FLAG = "flag"  # an mltrace review flag, key = event id
+    NOTIFICATION_ACTION = "notification_action"  # a global notification action, model "", key = action id
+    DETECTOR = "detector"  # a river change detector (stream.analysis.detectors.DetectorConfig), key = detector id
+    ESTIMATOR = "estimator"  # a CBPE performance estimator (stream.analysis.cbpe.Estimator), key = score column
 
 
 @dataclass(frozen=True)

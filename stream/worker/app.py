@@ -118,14 +118,15 @@ class WorkerParts:
     @property
     def step(self) -> StreamWorker:
         if self._step is None:
-            self._step = StreamWorker(self.settings, shared_store(self.settings.clickhouse_url), self.windows,
+            self._step = StreamWorker(self.settings, shared_store(self.settings.clickhouse_url,
+                                                                  self.settings.clickhouse_access), self.windows,
                                       self.publish)
         return self._step
 
     @property
     def peers(self) -> PeerWatch:
         if self._peers is None:
-            self._peers = PeerWatch(self.step.store, self.settings.bootstrap_servers, self.app.conf.id,
+            self._peers = PeerWatch(self.step.store, self.settings.kafka_client_kwargs(), self.app.conf.id,
                                     self.settings.member_timeout_seconds)
         return self._peers
 
@@ -163,6 +164,8 @@ def create_app(settings: Settings) -> faust.App:
     app = BatchDeliveryApp(
         f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
+        # SASL / TLS for every client Faust makes: consumer, producer, changelogs, topic creation.
+        broker_credentials=settings.kafka_security.faust_credentials(),
         store="memory://",
         Table=PartitionedTable,
         topic_partitions=settings.partitions,

@@ -26,8 +26,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient, CoordinationType
@@ -51,9 +53,10 @@ def record_member(data_dir: Path, group_id: str, member_id: str) -> None:
         path.write_text(member_id)
 
 
-async def leave_group(bootstrap: str, group_id: str, member_id: str) -> int | None:
-    """Send LeaveGroup for `member_id`; the broker's error code (0 = left), None when unreachable."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+async def leave_group(kafka: Mapping[str, Any], group_id: str, member_id: str) -> int | None:
+    """Send LeaveGroup for `member_id` (`kafka`: client keyword arguments, `Settings.kafka_client_kwargs`);
+    the broker's error code (0 = left), None when unreachable."""
+    client = AIOKafkaClient(**kafka, request_timeout_ms=10000)
     try:
         await client.bootstrap()
         node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
@@ -69,9 +72,9 @@ async def leave_group(bootstrap: str, group_id: str, member_id: str) -> int | No
             await client.close()
 
 
-async def group_members(bootstrap: str, group_id: str) -> list[str] | None:
+async def group_members(kafka: Mapping[str, Any], group_id: str) -> list[str] | None:
     """Member ids the broker lists in the group (None when it cannot be asked)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=10000)
     try:
         await admin.start()
         responses = await admin.describe_consumer_groups([group_id])
@@ -84,13 +87,13 @@ async def group_members(bootstrap: str, group_id: str) -> list[str] | None:
             await admin.close()
 
 
-async def evict_previous_member(bootstrap: str, data_dir: Path, group_id: str) -> str | None:
+async def evict_previous_member(kafka: Mapping[str, Any], data_dir: Path, group_id: str) -> str | None:
     """Send LeaveGroup for the member id a previous worker of this data dir recorded."""
     path = member_file(data_dir, group_id)
     if not path.exists():
         return None
     member_id = path.read_text().strip()
-    code = await leave_group(bootstrap, group_id, member_id)
+    code = await leave_group(kafka, group_id, member_id)
     path.unlink(missing_ok=True)
     return member_id if code is not None else None
 
@@ -98,14 +101,14 @@ async def evict_previous_member(bootstrap: str, data_dir: Path, group_id: str) -
 class PeerWatch:
     """Heartbeats of this worker's group member in the store, and the dead members of its group.
 
-    >>> watch = PeerWatch(None, "127.0.0.1:9092", "g", timeout=30.0)  # type: ignore[arg-type]
+    >>> watch = PeerWatch(None, {"bootstrap_servers": "127.0.0.1:9092"}, "g", timeout=30.0)  # type: ignore[arg-type]
     >>> watch.trusted(now=100.0)  # no successful heartbeat yet
     False
     """
 
-    def __init__(self, store: Store, bootstrap: str, group_id: str, timeout: float) -> None:
+    def __init__(self, store: Store, kafka: Mapping[str, Any], group_id: str, timeout: float) -> None:
         self.store = store
-        self.bootstrap = bootstrap
+        self.kafka = kafka  # client keyword arguments (`Settings.kafka_client_kwargs`)
         self.group_id = group_id
         self.timeout = timeout
         self.host = socket.gethostname()
@@ -148,7 +151,7 @@ class PeerWatch:
         worker stopped beating."""
         if not own_member_id or not await asyncio.to_thread(self.beat, own_member_id) or not self.trusted():
             return
-        listed = await group_members(self.bootstrap, self.group_id)
+        listed = await group_members(self.kafka, self.group_id)
         if not listed:
             return
         try:
@@ -158,5 +161,5 @@ class PeerWatch:
             return
         for member in dead:
             log.warning("group member %s sent no heartbeat for %.0fs: evicting it", member, self.timeout)
-            if await leave_group(self.bootstrap, self.group_id, member) == 0:
+            if await leave_group(self.kafka, self.group_id, member) == 0:
                 telemetry.PEERS_EVICTED.inc()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -17,7 +19,7 @@ async def ensure_topics(settings: Settings, partitions: int | None = None) -> li
     co-partitioned Faust tables). Returns the topic names."""
     n = partitions or settings.partitions
     names = [settings.topic(t) for t in LOGICAL_TOPICS]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs(), request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -30,9 +32,10 @@ async def ensure_topics(settings: Settings, partitions: int | None = None) -> li
     return names
 
 
-async def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
-    """True when a Kafka-protocol broker answers a metadata request."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+async def broker_reachable(kafka: Mapping[str, Any], timeout_ms: int = 3000) -> bool:
+    """True when a Kafka-protocol broker answers a metadata request (`kafka`: client keyword arguments,
+    `Settings.kafka_client_kwargs`)."""
+    admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
         await admin.list_topics()
@@ -44,9 +47,9 @@ async def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
             await admin.close()
 
 
-async def partition_count(bootstrap: str, topic: str) -> int:
+async def partition_count(kafka: Mapping[str, Any], topic: str) -> int:
     """Number of partitions of `topic` (0 when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=10000)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -161,7 +161,7 @@ def test_alert_rules_crud(app_client: TestClient, admin: dict[str, str], make_mo
     rule = r.json()
     assert rule == {"id": rule["id"], "metric_id": metric["id"], "name": None, "bound": "upper", "threshold": 5.5,
                     "severity": "critical", "lookback_period": 5, "subsequent_alert_wait_time": 0, "enabled": True,
-                    "metric_name": METRIC["name"]}
+                    "notification_actions": [], "metric_name": METRIC["name"]}
     assert r.headers["location"] == f"/v1/models/m/alert_rules/{rule['id']}"
     for i in range(4):
         assert app_client.post(url, json={"metric_id": metric["id"], "name": f"r{i}", "bound": "lower",

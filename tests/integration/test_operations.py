@@ -155,7 +155,7 @@ def test_one_of_two_workers_killed_its_partitions_and_state_move_to_the_survivor
     group = f"{settings.topic_prefix}worker"
 
     def both_members_stable() -> bool:
-        members = asyncio.run(group_members(settings.bootstrap_servers, group))
+        members = asyncio.run(group_members(settings.kafka_client_kwargs(), group))
         return members is not None and len(members) == 2 and _decoded(a.worker_web_port) >= 0 \
             and _decoded(b.worker_web_port) >= 0
 

@@ -30,15 +30,15 @@ async def test_produce_and_consume_through_the_real_broker(settings: Settings) -
         await producer.stop()
     seen = [orjson.loads(r.value)["i"] for r in await read_topic(settings, "events", 50)]
     assert sorted(seen) == list(range(50))
-    partitions = await partition_count(settings.bootstrap_servers, settings.topic("events"))
+    partitions = await partition_count(settings.kafka_client_kwargs(), settings.topic("events"))
     assert partitions == settings.partitions
 
 
 async def test_broker_reachability_probe(settings: Settings) -> None:
-    assert await broker_reachable(settings.bootstrap_servers)
+    assert await broker_reachable(settings.kafka_client_kwargs())
     from stream.cli.services import free_port
 
-    assert not await broker_reachable(f"127.0.0.1:{free_port()}", timeout_ms=1000)
+    assert not await broker_reachable({"bootstrap_servers": f"127.0.0.1:{free_port()}"}, timeout_ms=1000)
 
 
 async def test_worker_process_consumes_the_events_topic(settings: Settings, tmp_path: Path) -> None:

@@ -66,8 +66,79 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "driftline.secretName" . }}
       key: {{ .Values.clickhouse.existingSecretKey }}
+{{- with .Values.kafka.security }}
+{{- if not (has .protocol (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) }}
+{{- fail "kafka.security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" }}
+{{- end }}
+- name: DRIFTLINE_KAFKA_SECURITY_PROTOCOL
+  value: {{ .protocol | quote }}
+{{- if hasPrefix "SASL_" .protocol }}
+- name: DRIFTLINE_KAFKA_SASL_MECHANISM
+  value: {{ .saslMechanism | quote }}
+- name: DRIFTLINE_KAFKA_SASL_USERNAME
+  value: {{ required "kafka.security.saslUsername is required for SASL" .saslUsername | quote }}
+- name: DRIFTLINE_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/driftline/kafka-sasl/password
+{{- end }}
+{{- if .tlsSecret }}
+- name: DRIFTLINE_KAFKA_SSL_CAFILE
+  value: /etc/driftline/kafka-tls/ca.crt
+{{- if .clientCertificate }}
+- name: DRIFTLINE_KAFKA_SSL_CERTFILE
+  value: /etc/driftline/kafka-tls/tls.crt
+- name: DRIFTLINE_KAFKA_SSL_KEYFILE
+  value: /etc/driftline/kafka-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.clickhouse.caSecret }}
+- name: DRIFTLINE_CLICKHOUSE_CA_FILE
+  value: /etc/driftline/clickhouse-tls/ca.crt
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Secrets of the secured connections, mounted read-only where driftline.env points. */}}
+{{- define "driftline.secretVolumeMounts" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}
+- name: kafka-sasl
+  mountPath: /etc/driftline/kafka-sasl
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.security.tlsSecret }}
+- name: kafka-tls
+  mountPath: /etc/driftline/kafka-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.clickhouse.caSecret }}
+- name: clickhouse-tls
+  mountPath: /etc/driftline/clickhouse-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "driftline.secretVolumes" -}}
+{{- with .Values.kafka.security }}
+{{- if hasPrefix "SASL_" .protocol }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ required "kafka.security.saslPasswordSecret is required for SASL" .saslPasswordSecret }}
+    items:
+      - key: {{ .saslPasswordKey }}
+        path: password
+{{- end }}
+{{- if .tlsSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .tlsSecret }}
+{{- end }}
+{{- end }}
+{{- if .Values.clickhouse.caSecret }}
+- name: clickhouse-tls
+  secret:
+    secretName: {{ .Values.clickhouse.caSecret }}
 {{- end }}
 {{- end -}}
 
