@@ -22,6 +22,9 @@ class ModelBody(BaseModel):
     idle_timeout_seconds: int = Field(default=300, ge=1, le=7 * 86_400)
     max_segments: int = Field(default=1000, ge=1, le=100_000)
     list_elements: list[str] = Field(default_factory=list)
+    late_ground_truth: bool = Field(default=False, description="keep predictions so ground truth sent later by "
+                                                               "event_id is joined to them (one store insert "
+                                                               "per batch)")
 
 
 class ModelCreate(ModelBody):

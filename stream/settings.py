@@ -44,6 +44,9 @@ class Retention(BaseModel):
     analyzer_results: int = Field(default=400, ge=0, le=36_500)
     alerts: int = Field(default=400, ge=0, le=36_500)
     deliveries: int = Field(default=90, ge=0, le=36_500)  # notification deliveries
+    detections: int = Field(default=400, ge=0, le=36_500)  # change detections
+    # Predictions kept for late ground truth: at least the ground-truth horizon, or late labels find nothing.
+    predictions: int = Field(default=31, ge=0, le=36_500)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Retention:
@@ -97,6 +100,8 @@ class Settings(BaseModel):
     # Send Strict-Transport-Security on every response (it is always sent on requests that came over https).
     hsts: bool = False
     retention: Retention = Field(default_factory=Retention)
+    # How late ground truth may come, in days after its prediction's event time (docs/online-analysis.md).
+    ground_truth_horizon_days: float = Field(default=30.0, gt=0, le=36_500)
     # Where people reach the console (e.g. https://driftline.example.com): alert messages link to
     # /models/{model}/columns/{column} under it. Empty: messages carry no links.
     public_url: str = ""
@@ -128,6 +133,7 @@ class Settings(BaseModel):
             cors_origins=tuple(o.strip() for o in e.get("DRIFTLINE_CORS_ORIGINS", "").split(",") if o.strip()),
             hsts=e.get("DRIFTLINE_HSTS", "").strip().lower() in ("1", "true", "yes", "on"),
             retention=Retention.from_env(e),
+            ground_truth_horizon_days=float(e.get("DRIFTLINE_GROUND_TRUTH_HORIZON_DAYS", "30")),
             public_url=e.get("DRIFTLINE_PUBLIC_URL", "").rstrip("/"),
         )
 
@@ -159,6 +165,7 @@ class Settings(BaseModel):
             "DRIFTLINE_CORS_ORIGINS": ",".join(self.cors_origins),
             "DRIFTLINE_HSTS": "1" if self.hsts else "0",
             **{var: str(getattr(self.retention, name)) for name, var in Retention.variables().items()},
+            "DRIFTLINE_GROUND_TRUTH_HORIZON_DAYS": str(self.ground_truth_horizon_days),
             "DRIFTLINE_PUBLIC_URL": self.public_url,
         }
 

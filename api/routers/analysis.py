@@ -49,12 +49,13 @@ def analyzer_results(
     return _page(rows, paging)
 
 
-@router.get("/alerts", response_model=ResultsPage, summary="Alerts published by monitors, alert rules and assays")
+@router.get("/alerts", response_model=ResultsPage,
+            summary="Alerts published by monitors, alert rules, assays and change detectors")
 def alerts(
     config: Annotated[ModelConfig, Depends(existing_model)], store: Annotated[Store, Depends(get_store)],
     paging: Annotated[tuple[int, int], Depends(pagination)],
     start: Annotated[str | None, TimeParam] = None, end: Annotated[str | None, TimeParam] = None,
-    source: Literal["monitor", "rule", "assay"] | None = None,
+    source: Literal["monitor", "rule", "assay", "detector"] | None = None,
 ) -> ResultsPage:
     records = list_alerts(store, config.name, source=source, start_ms=parse_time(start, "start"),
                           end_ms=parse_time(end, "end"))

@@ -43,6 +43,9 @@ class ModelConfig(BaseModel):
     max_segments: int = Field(default=1000, ge=1, le=100_000)
     # Numeric list columns profiled element-wise as `<col>[]` besides their length.
     list_elements: list[str] = Field(default_factory=list)
+    # Keep predictions (events with an event_id and an output) in the store so ground truth sent later
+    # by event_id is joined to them (docs/online-analysis.md); off by default: one store insert per batch.
+    late_ground_truth: bool = False
 
     @field_validator("name")
     @classmethod

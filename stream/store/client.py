@@ -207,6 +207,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (model, granularity, segment, column, window_start, source_topic, source_partition, since_offset)""",
     ]),
+    (12, [
+        # Predictions kept for late ground truth (stream/store/predictions.py): one row per (model, event_id)
+        # with the window and segments it was profiled into; a label rewrites it with `labelled` = 1 and its
+        # source position (version 1), the exactly-once mark. Expires by retention (`predictions`).
+        """CREATE TABLE IF NOT EXISTS {db}.predictions (
+            model LowCardinality(String), event_id String, event_time DateTime64(3, 'UTC'),
+            granularity LowCardinality(String), window_start DateTime64(3, 'UTC'), window_end DateTime64(3, 'UTC'),
+            segments Array(String), outputs String, labelled UInt8, label_partition UInt32, label_offset Int64,
+            label_index UInt32, version UInt64, written_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (model, event_id)""",
+    ]),
 ]
 
 
@@ -225,6 +236,9 @@ RETENTION_RULES: dict[str, list[tuple[str, str, str | None]]] = {
     "analyzer_results": [("toDateTime(created_at)", "analyzer_results", None)],
     "alerts": [("toDateTime(created_at)", "alerts", None)],
     "notification_deliveries": [("toDateTime(created_at)", "deliveries", None)],
+    "detections": [("toDateTime(detected_at)", "detections", None)],
+    "performance_estimates": [("toDateTime(written_at)", f, w) for f, w in _BY_GRANULARITY],
+    "predictions": [("toDateTime(written_at)", "predictions", None)],
 }
 
 

@@ -34,6 +34,9 @@ def test_tables_get_default_ttls_and_settings_change_them(store: Store) -> None:
     assert _ttl(store, "analyzer_results") == f"toDateTime(created_at) + toIntervalDay({defaults.analyzer_results})"
     assert _ttl(store, "alerts") == f"toDateTime(created_at) + toIntervalDay({defaults.alerts})"
     assert _ttl(store, "notification_deliveries") == "toDateTime(created_at) + toIntervalDay(90)"
+    assert _ttl(store, "detections") == "toDateTime(detected_at) + toIntervalDay(400)"
+    assert _ttl(store, "performance_estimates") == _ttl(store, "profiles")
+    assert _ttl(store, "predictions") == "toDateTime(written_at) + toIntervalDay(31)"
     assert store.apply_retention(defaults) == []  # a restart with the same settings alters nothing
 
     env = {"DRIFTLINE_RETENTION_MINUTE_PROFILES_DAYS": "2", "DRIFTLINE_RETENTION_ALERTS_DAYS": "0",
@@ -47,7 +50,7 @@ def test_tables_get_default_ttls_and_settings_change_them(store: Store) -> None:
     assert _ttl(store, "anomaly_log") == "toDateTime(inserted_at) + toIntervalDay(30)"
     assert store.apply_retention(settings.retention) == []
     assert sorted(store.apply_retention(defaults)) == sorted(
-        ["alerts", "dead_letters", "profiles", "column_summaries", "profile_rollups"])
+        ["alerts", "dead_letters", "profiles", "column_summaries", "profile_rollups", "performance_estimates"])
     assert set(RETENTION_RULES) <= {str(r[0]) for r in store.query_rows(
         f"SELECT name FROM system.tables WHERE database = '{store.database}'")}
 
