@@ -184,9 +184,15 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100, help="events per ingest request")
     parser.add_argument("--query-every", type=int, default=4, help="every n-th request of a client is a query")
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="small run for CI (2 clients x 8 requests)")
+    parser.add_argument("--json", action="store_true", help="also print one machine-readable BENCH-JSON line")
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.requests, args.events = min(args.clients, 2), min(args.requests, 8), min(args.events, 50)
 
     sys.path.insert(0, str(ROOT))
+    from common import Ratio, percentile, report  # bench/ is on the path when run as a script
+
     from stream.cli.services import LocalBroker, LocalClickHouse, free_port
     from stream.settings import Settings
     from stream.store.client import Store
@@ -221,6 +227,11 @@ def main() -> int:
             ids = asyncio.run(consume_event_ids(settings.bootstrap_servers, settings.topic("events")))
             missing, doubled = set(sent) - set(ids), sum(n - 1 for n in ids.values() if n > 1)
             print(f"consumed back from Kafka: {sum(ids.values())} events, {len(missing)} missing, {doubled} doubled")
+            queries = [s.seconds * 1000 for s in samples if s.route == PROFILES and 200 <= s.status < 400]
+            report("api_load", [Ratio(f"API profile queries p95 under {args.clients} ingesting clients vs target",
+                                      percentile(queries, 95), "ms", "target", 200.0, False)] if queries else [],
+                   args.json, {"lost": len(missing), "doubled": doubled, "requests": len(samples),
+                               "req_per_s": len(samples) / wall})
             return 0 if not missing and not doubled and all(200 <= s.status < 400 for s in samples) else 1
         finally:
             if api is not None:

@@ -13,7 +13,9 @@ merge of its partition rows. Reading a window whose data sits in one partition r
 `summary` (no sketch decoding); windows with several rows, and roll-ups over a range, merge the
 sketches (`DatasetProfile.merge_many`). Roll-ups merge per UTC day first and keep those day profiles
 in a small in-process cache keyed by the day's row fingerprint (count and sum of row versions), so
-repeated range queries only decode the days whose data changed.
+repeated range queries only decode the days whose data changed. Whole past days are also persisted
+in `profile_rollups`, kept current as their windows are written (:func:`roll_written_days`), so the
+first range query after ingest, even in a fresh process, reads one merged row per day.
 
 >>> w = profile_where("house", "hourly", start_ms=0, segment="")
 >>> w.sql()
@@ -25,6 +27,7 @@ fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND segment = {segment:String}"
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -37,7 +40,9 @@ import pyarrow as pa
 
 from sketches import DatasetProfile, ProfileFormatError
 from stream.config.row_filters import FILTER_SEGMENT_PREFIX
-from stream.store.client import Store, Where
+from stream.store.client import Store, StoreError, Where
+
+log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 BatchKey = tuple[str, int]  # (stored segment name, window_start ms)
@@ -131,6 +136,10 @@ def write_windows(store: Store, source_topic: str, windows: Sequence[StoredWindo
             ])
     store.insert("profiles", profiles, PROFILE_COLUMNS)
     store.insert("column_summaries", summaries, SUMMARY_COLUMNS)
+    try:
+        roll_written_days(store, windows, int(now.timestamp() * 1000))
+    except StoreError as exc:  # the rows are written; the day merges catch up in compact_days or a query
+        log.warning("rolling day merges after a write failed: %s", exc)
     return len(profiles)
 
 
@@ -256,14 +265,77 @@ class _DayCache:
                 self.items.popitem(last=False)
 
 
-_day_cache = _DayCache()
+_day_cache = _DayCache()  # day merges, and the hour merges of the days a range cuts
 
 
-def _day_key(store: Store, model: str, granularity: str, segment: str, day: int, start_ms: int, end_ms: int,
-             n: int, version_sum: int) -> tuple[Any, ...]:
-    """Cache key of one (segment, day): the part of the day inside the range and its row fingerprint."""
-    lo, hi = max(start_ms, day * DAY_MS), min(end_ms, (day + 1) * DAY_MS)
-    return (id(store), store.database, model, granularity, segment, day, lo, hi, n, version_sum)
+def _cache_key(store: Store, model: str, granularity: str, segment: str, bucket: int, unit_ms: int, start_ms: int,
+               end_ms: int, n: int, version_sum: int) -> tuple[Any, ...]:
+    """Cache key of one (segment, day or hour): the part of it inside the range and its row fingerprint."""
+    lo, hi = max(start_ms, bucket * unit_ms), min(end_ms, (bucket + 1) * unit_ms)
+    return (id(store), store.database, model, granularity, segment, unit_ms, bucket, lo, hi, n, version_sum)
+
+
+DayKey = tuple[str, int]  # (segment, UTC day number); with HOUR_MS buckets: (segment, hour number)
+HOUR_MS = 3_600_000
+_BUCKET = "intDiv(toUnixTimestamp64Milli(window_start), {unit:Int64})"
+
+
+def _bucket_fingerprints(store: Store, where: Where, unit_ms: int = DAY_MS) -> dict[DayKey, tuple[int, int]]:
+    """(segment, day or hour) → (window rows, sum of their versions) of the `profiles` rows matching `where`."""
+    table = store.query_arrow(
+        f"SELECT segment, {_BUCKET} AS bucket, count() AS n, sum(version) AS v "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} GROUP BY segment, bucket "
+        "ORDER BY segment, bucket", {**where.params, "unit": unit_ms})
+    return {(seg, int(b)): (int(n), int(v)) for seg, b, n, v in zip(
+        table.column("segment").to_pylist(), table.column("bucket").to_pylist(), table.column("n").to_pylist(),
+        table.column("v").to_pylist(), strict=True)}
+
+
+def _merge_buckets(store: Store, where: Where, keys: Sequence[DayKey],
+                   unit_ms: int = DAY_MS) -> dict[DayKey, DatasetProfile]:
+    """The merge of the window rows (matching `where`) of each (segment, day or hour) in `keys`, in one query."""
+    if not keys:
+        return {}
+    fetched = store.query_arrow(
+        f"SELECT segment, {_BUCKET} AS bucket, profile "
+        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
+        "AND has({buckets:Array(Tuple(String, Int64))}, (segment, bucket)) "
+        "ORDER BY segment, bucket, window_start, source_topic, source_partition",
+        {**where.params, "unit": unit_ms, "buckets": sorted(keys)})
+    groups: dict[DayKey, list[bytes]] = {}
+    for seg, b, blob in zip(fetched.column("segment").to_pylist(), fetched.column("bucket").to_pylist(),
+                            fetched.column("profile").cast(pa.binary()).to_pylist(), strict=True):
+        groups.setdefault((seg, int(b)), []).append(blob)
+    return {k: merge_blobs(blobs) for k, blobs in groups.items()}
+
+
+def _merge_cut_days(store: Store, model: str, granularity: str, where: Where, days: Sequence[DayKey],
+                    start_ms: int, end_ms: int) -> dict[DayKey, DatasetProfile]:
+    """The days a range cuts (its first and last) merged from per-hour merges, each cached by its hour's
+    fingerprint: a range that moves (a console's "last 7 days" ending now) decodes only the hours it
+    newly covers or whose rows changed, instead of both edge days' rows on every request."""
+    if not days:
+        return {}
+    where.add(f"has({{days:Array(Tuple(String, Int64))}}, (segment, {_BUCKET.replace('unit', 'day_ms')}))",
+              days=sorted(days), day_ms=DAY_MS)
+    hours = _bucket_fingerprints(store, where, HOUR_MS)
+    merged: dict[DayKey, DatasetProfile] = {}
+    missing: list[DayKey] = []
+    for (seg, hour), (n, v) in hours.items():
+        cached = _day_cache.get(_cache_key(store, model, granularity, seg, hour, HOUR_MS, start_ms, end_ms, n, v))
+        if cached is not None:
+            merged[(seg, hour)] = cached
+        else:
+            missing.append((seg, hour))
+    for (seg, hour), profile in _merge_buckets(store, where, missing, HOUR_MS).items():
+        merged[(seg, hour)] = profile
+        n, v = hours[(seg, hour)]
+        _day_cache.put(_cache_key(store, model, granularity, seg, hour, HOUR_MS, start_ms, end_ms, n, v), profile)
+    per_day: dict[DayKey, list[DatasetProfile]] = {}
+    for seg, hour in hours:  # ordered by segment, hour
+        if (seg, hour) in merged:
+            per_day.setdefault((seg, hour * HOUR_MS // DAY_MS), []).append(merged[(seg, hour)])
+    return {key: DatasetProfile.merge_many(parts) for key, parts in per_day.items()}
 
 
 def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
@@ -271,79 +343,77 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
     """Merge every window of [start, end) per segment: segment → (row_count, profile).
 
     Works per UTC day: one cheap query fingerprints each (segment, day); days already merged with
-    the same fingerprint come from the cache, the rest are fetched and merged in one query."""
+    the same fingerprint come from the cache or, for whole days, from the persisted day merges
+    (kept current by the worker as it writes past days' windows, see :func:`write_windows`); the
+    other whole days are fetched and merged in one query, the days the range cuts from hour merges
+    (:func:`_merge_cut_days`)."""
     where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
-    table = store.query_arrow(
-        "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, "
-        "count() AS n, sum(version) AS v, sum(row_count) AS rows "
-        f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} GROUP BY segment, day ORDER BY segment, day",
-        where.params)
-    days: list[tuple[str, int, int, int, int]] = list(zip(
-        table.column("segment").to_pylist(), table.column("day").to_pylist(), table.column("n").to_pylist(),
-        table.column("v").to_pylist(), table.column("rows").to_pylist(), strict=True))
-    merged: dict[tuple[str, int], DatasetProfile] = {}
-    missing: list[tuple[str, int]] = []
-    for seg, day, n, v, _rows in days:
-        key = _day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v)
-        cached = _day_cache.get(key)
+    fingerprints = _bucket_fingerprints(store, where)
+    merged: dict[DayKey, DatasetProfile] = {}
+    missing: list[DayKey] = []
+    for (seg, day), (n, v) in fingerprints.items():
+        cached = _day_cache.get(_cache_key(store, model, granularity, seg, day, DAY_MS, start_ms, end_ms, n, v))
         if cached is not None:
             merged[(seg, day)] = cached
         else:
             missing.append((seg, day))
-    fingerprints = {(seg, day): (n, v) for seg, day, n, v, _ in days}
     whole = {(seg, day) for seg, day in missing if start_ms <= day * DAY_MS and (day + 1) * DAY_MS <= end_ms}
     if whole:
         for (seg, day), profile in _stored_rollups(store, model, granularity, whole, fingerprints).items():
             merged[(seg, day)] = profile
             n, v = fingerprints[(seg, day)]
-            _day_cache.put(_day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v), profile)
-        missing = [k for k in missing if k not in merged]
-    if missing:
-        fetched = store.query_arrow(
-            "SELECT segment, intDiv(toUnixTimestamp64Milli(window_start), 86400000) AS day, profile "
-            f"FROM {store.table('profiles')} FINAL WHERE {where.sql()} "
-            "AND has({days:Array(Tuple(String, Int64))}, (segment, day)) "
-            "ORDER BY segment, day, window_start, source_topic, source_partition",
-            {**where.params, "days": missing})
-        groups: dict[tuple[str, int], list[bytes]] = {}
-        for seg, day, blob in zip(fetched.column("segment").to_pylist(), fetched.column("day").to_pylist(),
-                                  fetched.column("profile").cast(pa.binary()).to_pylist(), strict=True):
-            groups.setdefault((seg, int(day)), []).append(blob)
-        computed: dict[tuple[str, int], DatasetProfile] = {}
-        for (seg, day), blobs in groups.items():
-            profile = merge_blobs(blobs)
-            merged[(seg, day)] = computed[(seg, day)] = profile
-            n, v = fingerprints[(seg, day)]
-            _day_cache.put(_day_key(store, model, granularity, seg, day, start_ms, end_ms, n, v), profile)
-        _store_rollups(store, model, granularity, {k: p for k, p in computed.items() if k in whole}, fingerprints)
-    result: dict[str, tuple[int, DatasetProfile]] = {}
+            _day_cache.put(_cache_key(store, model, granularity, seg, day, DAY_MS, start_ms, end_ms, n, v), profile)
+    computed = _merge_buckets(store, where, [k for k in missing if k in whole and k not in merged])
+    _store_rollups(store, model, granularity, computed, fingerprints)
+    cut = _merge_cut_days(store, model, granularity,
+                          profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment),
+                          [k for k in missing if k not in whole], start_ms, end_ms)
+    for (seg, day), profile in (computed | cut).items():
+        merged[(seg, day)] = profile
+        n, v = fingerprints[(seg, day)]
+        _day_cache.put(_cache_key(store, model, granularity, seg, day, DAY_MS, start_ms, end_ms, n, v), profile)
     per_segment: dict[str, list[DatasetProfile]] = {}
-    for seg, day, *_ in days:
-        if (seg, day) in merged:
-            per_segment.setdefault(seg, []).append(merged[(seg, day)])
-    for seg, profiles in per_segment.items():
-        total = DatasetProfile.merge_many(profiles)
+    for key in fingerprints:  # ordered by segment, day
+        if key in merged:
+            per_segment.setdefault(key[0], []).append(merged[key])
+    result: dict[str, tuple[int, DatasetProfile]] = {}
+    for seg, day_profiles in per_segment.items():
+        total = DatasetProfile.merge_many(day_profiles)
         result[seg] = (total.row_count, total)
     return result
 
 
-def _stored_rollups(store: Store, model: str, granularity: str, keys: set[tuple[str, int]],
-                    fingerprints: dict[tuple[str, int], tuple[int, int]]) -> dict[tuple[str, int], DatasetProfile]:
+def _stored_rollups(store: Store, model: str, granularity: str, keys: set[DayKey],
+                    fingerprints: dict[DayKey, tuple[int, int]]) -> dict[DayKey, DatasetProfile]:
     """Day merges persisted earlier whose fingerprint still matches the window rows."""
-    rows = store.query_rows(
-        f"SELECT segment, day, n, v, profile FROM {store.table('profile_rollups')} FINAL "
-        "WHERE model = {m:String} AND granularity = {g:String} "
-        "AND has({keys:Array(Tuple(String, Int64))}, (segment, day))",
-        {"m": model, "g": granularity, "keys": sorted(keys)}, binary=("profile",))
     out = {}
-    for seg, day, n, v, blob in rows:
-        if fingerprints.get((seg, int(day))) == (int(n), int(v)):
-            out[(seg, int(day))] = DatasetProfile.from_bytes(blob)
+    for key, (n, v, blob) in _rollup_rows(store, model, granularity, keys, with_profile=True).items():
+        if fingerprints.get(key) == (n, v):
+            try:
+                out[key] = DatasetProfile.from_bytes(blob)
+            except ProfileFormatError:  # an older format: merged again from the window rows
+                continue
     return out
 
 
-def _store_rollups(store: Store, model: str, granularity: str, profiles: dict[tuple[str, int], DatasetProfile],
-                   fingerprints: dict[tuple[str, int], tuple[int, int]]) -> None:
+def _rollup_rows(store: Store, model: str, granularity: str, keys: Iterable[DayKey],
+                 with_profile: bool = False) -> dict[DayKey, tuple[int, int, bytes]]:
+    """(segment, day) → (n, v, serialized profile or b"") of the persisted day merges among `keys`."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    profile = "profile" if with_profile else "''"
+    rows = store.query_rows(
+        f"SELECT segment, day, n, v, {profile} AS profile "
+        f"FROM {store.table('profile_rollups')} FINAL "
+        "WHERE model = {m:String} AND granularity = {g:String} "
+        "AND has({keys:Array(Tuple(String, Int64))}, (segment, day))",
+        {"m": model, "g": granularity, "keys": wanted}, binary=("profile",))
+    return {(str(seg), int(day)): (int(n), int(v), bytes(blob)) for seg, day, n, v, blob in rows}
+
+
+def _store_rollups(store: Store, model: str, granularity: str, profiles: dict[DayKey, DatasetProfile],
+                   fingerprints: dict[DayKey, tuple[int, int]]) -> None:
     """Persist whole-day merges so the next process (or cache miss) reads one row per day."""
     now = datetime.now(UTC)
     store.insert("profile_rollups", [
@@ -352,11 +422,62 @@ def _store_rollups(store: Store, model: str, granularity: str, profiles: dict[tu
     ], ["model", "granularity", "segment", "day", "n", "v", "row_count", "profile", "written_at"])
 
 
-def compact_days(store: Store, model: str, granularity: str, now_ms: int, days_back: int = 35) -> None:
-    """Merge and persist every whole past day of the last `days_back` days (a background job of the
-    worker), so long-range queries find day merges ready even in a fresh API process."""
-    today = now_ms // DAY_MS * DAY_MS
-    rollup(store, model, granularity, today - days_back * DAY_MS, today, None)
+def roll_written_days(store: Store, windows: Sequence[StoredWindow], now_ms: int) -> int:
+    """Bring the persisted merges of past days up to date with window rows just written (the worker's
+    flush, a whylogs upload), so the first range query after ingest reads one row per day.
+
+    Only days that are over (before today, UTC) are rolled: today's windows still change. The rows just
+    written are merged from memory into the day's persisted merge when that merge covers exactly the
+    day's other rows (or into a new one when they are the day's only rows); nothing is decoded but the
+    day merge. A day where that does not hold (a window written again with late events, rows written
+    before the day was over, another writer in between) is left stale for :func:`compact_days` or the
+    next query to merge from its rows, so a write never costs a whole day's decoding.
+    Returns the number of day merges written."""
+    today = now_ms // DAY_MS
+    written: dict[tuple[str, str], dict[DayKey, list[StoredWindow]]] = {}
+    for w in windows:
+        day = w.window_start_ms // DAY_MS
+        if day < today and not w.segment.startswith(FILTER_SEGMENT_PREFIX):
+            written.setdefault((w.model, w.granularity), {}).setdefault((w.segment, day), []).append(w)
+    count = 0
+    for (model, granularity), by_day in written.items():
+        days = sorted({day for _, day in by_day})
+        where = profile_where(model, granularity, start_ms=days[0] * DAY_MS, end_ms=(days[-1] + 1) * DAY_MS,
+                              segments=sorted({seg for seg, _ in by_day}))
+        fingerprints = {k: fp for k, fp in _bucket_fingerprints(store, where).items() if k in by_day}
+        stored = _rollup_rows(store, model, granularity, fingerprints)
+        fresh: list[DayKey] = []  # the rows just written are all the day has
+        on_top: list[DayKey] = []  # the persisted merge covers the day's other rows
+        for key, fp in fingerprints.items():
+            added = (len(by_day[key]), sum(w.max_offset + 1 for w in by_day[key]))
+            if key not in stored:
+                if added == fp:
+                    fresh.append(key)
+            elif (stored[key][0] + added[0], stored[key][1] + added[1]) == fp:
+                on_top.append(key)
+        rolled = {key: DatasetProfile.merge_many([w.profile for w in by_day[key]]) for key in fresh}
+        for key, base in _stored_rollups(store, model, granularity, set(on_top),
+                                         {k: stored[k][:2] for k in on_top}).items():
+            rolled[key] = DatasetProfile.merge_many([base, *(w.profile for w in by_day[key])])
+        _store_rollups(store, model, granularity, rolled, fingerprints)
+        count += len(rolled)
+    return count
+
+
+def compact_days(store: Store, model: str, granularity: str, now_ms: int, days_back: int = 35) -> int:
+    """Merge and persist every whole past day of the last `days_back` days whose persisted merge is
+    missing or stale (a background job of the worker, catching up what :func:`roll_written_days` did
+    not), so long-range queries find day merges ready even in a fresh API process. Up-to-date days
+    cost one fingerprint comparison, nothing is decoded for them. Returns the number of days merged."""
+    today = now_ms // DAY_MS
+    where = profile_where(model, granularity, start_ms=(today - days_back) * DAY_MS, end_ms=today * DAY_MS)
+    fingerprints = _bucket_fingerprints(store, where)
+    stored = _rollup_rows(store, model, granularity, fingerprints)
+    stale = [k for k, fp in fingerprints.items() if stored.get(k, (0, 0, b""))[:2] != fp]
+    chunk = 256  # decoded window profiles held at once stay bounded
+    for i in range(0, len(stale), chunk):
+        _store_rollups(store, model, granularity, _merge_buckets(store, where, stale[i:i + chunk]), fingerprints)
+    return len(stale)
 
 
 def segments(store: Store, model: str, granularity: str, start_ms: int, end_ms: int) -> list[str]:
