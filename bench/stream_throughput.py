@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,25 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def py_spy_breakdown(path: Path, top: int = 14) -> str:
+    """The worker's time by function from py-spy's raw stacks ("frame;frame;... count" lines): the
+    share of samples whose stack holds each Driftline/Faust/aiokafka function (inclusive)."""
+    shares: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        names = {frame.split(" (")[0] for frame in stack.split(";")
+                 if ("stream/" in frame or "sketches/" in frame or "faust/transport" in frame)
+                 and " (" in frame and "stream/cli/" not in frame and not frame.startswith("<module>")}
+        for name in names:
+            shares[name] += int(count)
+    rows = [f"  {100 * n / total:5.1f}%  {name}" for name, n in shares.most_common(top)] if total else []
+    return "\n".join([f"{path.name}: {total} samples (50/s, all threads); inclusive share", *rows])
+
+
 @dataclass
 class Result:
     name: str
@@ -211,6 +231,7 @@ class Result:
     final_lag: int | None = None
     ok: bool = True
     note: str = ""
+    detectors: bool = False  # the model had two change detectors and a CBPE estimator (--detectors)
 
     @property
     def rate(self) -> float:
@@ -269,11 +290,42 @@ async def observe(settings: Settings, proc: subprocess.Popen[bytes], result: Res
         await admin.close()
 
 
+def register_model(settings: Settings, model: str, detectors: bool) -> None:
+    """Register the model — with two change detectors (river's ADWIN at its defaults, on the output and on
+    an input) and a CBPE estimator of the output when `detectors` — in the embedded store before the worker
+    opens it (chDB: one process at a time). Both runs of a --detectors comparison register the model this
+    way, so they differ only there."""
+    from stream.analysis.cbpe import fit
+    from stream.analysis.detectors import DetectorConfig, Series
+    from stream.config.models import ModelConfig
+    from stream.store.client import Store
+    from stream.store.config import ConfigRepository
+    from stream.store.detections import DetectorRepository
+    from stream.store.estimates import EstimatorRepository
+
+    store = Store.connect(settings.clickhouse_url)
+    try:
+        store.migrate()
+        ConfigRepository(store).put_model(ModelConfig(name=model))
+        for detector in (DetectorConfig(id="score", series=Series(kind="output", column="score")),
+                         DetectorConfig(id="sqft", series=Series(kind="input", column="sqft"))) if detectors else ():
+            DetectorRepository(store).put(model, detector)
+        if detectors:
+            rng = np.random.default_rng(0)
+            scores = rng.beta(2, 5, 10_000)  # the distribution of out.score in `columns`
+            EstimatorRepository(store).put(model, fit(scores, (rng.random(10_000) < scores).astype(float),
+                                                      column="out.score"))
+    finally:
+        store.close()
+
+
 def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions: int, timeout: float,
-                 py_spy: str | None = None) -> Result:
-    tag = f"{name}{os.getpid()}"
-    settings = Settings(kafka_bootstrap=broker.bootstrap, clickhouse_url=f"chdb://{root / name}/store",
-                        topic_prefix=f"bench-{tag}-", data_dir=root / name, partitions=partitions,
+                 py_spy: str | None = None, detectors: bool | None = None) -> Result:
+    """One timed worker run; `detectors` (None: the model registers itself on its first event) False / True:
+    registered beforehand without / with two change detectors."""
+    tag = f"{name}{'-det' if detectors else ''}{os.getpid()}"
+    settings = Settings(kafka_bootstrap=broker.bootstrap, clickhouse_url=f"chdb://{root / tag}/store",
+                        topic_prefix=f"bench-{tag}-", data_dir=root / tag, partitions=partitions,
                         unknown_models="register", worker_web_port=free_port())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     start_ms = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
@@ -282,7 +334,9 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
         values, headers = json_messages(n, 1, start_ms, "bench-json"), []
     else:
         values, headers = arrow_messages(n, 2, start_ms, "bench-arrow"), ARROW_HEADERS
-    result = Result(name, n, len(values))
+    result = Result(name, n, len(values), detectors=bool(detectors))
+    if detectors is not None:
+        register_model(settings, f"bench-{name}", detectors)
     asyncio.run(ensure_topics(settings))
     print(f"[{name}] producing {len(values):,} messages ({sum(map(len, values)) / 1e6:,.1f} MB)…", flush=True)
     result.produce_seconds = asyncio.run(produce(settings, values, headers))
@@ -290,7 +344,7 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
     print(f"[{name}] raw consumer drain…", flush=True)
     result.raw_seconds = asyncio.run(raw_drain(settings, result.messages))
     print(f"[{name}] worker…", flush=True)
-    log = root / f"{name}-worker.log"
+    log = root / f"{tag}-worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
                                 env={**os.environ, **settings.env()}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -324,7 +378,7 @@ def report(results: list[Result]) -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        label = "A: single JSON" if r.name == "json" else "B: Arrow 10k batches"
+        label = ("A: single JSON" if r.name == "json" else "B: Arrow 10k batches") + (" +2 det" if r.detectors else "")
         target = TARGETS[r.name]
         if not r.ok:
             print(f"{label:<22}{r.events:>11,}{r.messages:>9,}  FAILED: {r.note}")
@@ -357,6 +411,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker logs)")
     parser.add_argument("--py-spy", action="store_true",
                         help="sample the worker with py-spy (raw stacks in the kept directory; implies --keep)")
+    parser.add_argument("--json", action="store_true", help="also print one machine-readable BENCH-JSON line")
+    parser.add_argument("--detectors", action="store_true",
+                        help="run each scenario twice: without and with two change detectors and a CBPE "
+                             "estimator on the model")
     args = parser.parse_args()
     py_spy = None
     if args.py_spy:
@@ -367,16 +425,17 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     results = []
     try:
-        for name, n, skip in (("json", args.events, args.skip_json), ("arrow", args.arrow_events, args.skip_arrow)):
-            if skip:
-                continue
+        runs = [(name, n, det) for name, n, skip in (("json", args.events, args.skip_json),
+                                                     ("arrow", args.arrow_events, args.skip_arrow))
+                for det in ((False, True) if args.detectors else (None,)) if not skip]
+        for name, n, det in runs:
             # A fresh broker per scenario: the second one does not run beside the first one's topics.
-            broker = LocalBroker(root / f"broker-{name}", port=free_port())
+            broker = LocalBroker(root / f"broker-{name}{'-det' if det else ''}", port=free_port())
             try:
                 broker.up()
-                results.append(run_scenario(name, n, broker, root, args.partitions, args.timeout, py_spy))
+                results.append(run_scenario(name, n, broker, root, args.partitions, args.timeout, py_spy, det))
             except Exception as exc:  # report what ran; one failing scenario does not hide the other
-                results.append(Result(name, n, 0, ok=False, note=f"{type(exc).__name__}: {exc}"))
+                results.append(Result(name, n, 0, ok=False, note=f"{type(exc).__name__}: {exc}", detectors=bool(det)))
             finally:
                 broker.down()
     finally:
@@ -385,6 +444,20 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     report(results)
+    for stacks in sorted(root.glob("*.pyspy.txt")) if py_spy else []:
+        print(py_spy_breakdown(stacks))
+    from common import Ratio  # bench/ is on the path when run as a script (not when imported)
+    from common import report as bench_report
+
+    ratios = [Ratio(f"stream {r.name}: worker events/s vs raw consumer drain (same run)", r.rate, "events/s",
+                    "raw drain", r.raw_rate) for r in results if r.ok and not r.detectors]
+    plain = {r.name: r for r in results if r.ok and not r.detectors}
+    ratios += [Ratio(f"stream {r.name}: with two change detectors + CBPE vs without (same run)", r.rate, "events/s",
+                     "without detectors", plain[r.name].rate)
+               for r in results if r.ok and r.detectors and r.name in plain]
+    ratios += [Ratio(f"stream {r.name}: worker events/s vs target", r.rate, "events/s", "target", TARGETS[r.name])
+               for r in results if r.ok]
+    bench_report("stream_throughput", ratios, args.json)
     return 0 if all(r.ok for r in results) else 1
 
 

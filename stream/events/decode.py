@@ -231,7 +231,45 @@ class _NotFast(Exception):
     """The vectorized JSON path cannot guarantee the per-event result for this batch."""
 
 
-_ORJSON_ONLY = (b"NaN", b"Infinity", b"\xef\xbb\xbf")  # Arrow's reader accepts these, orjson does not
+_BOM = b"\xef\xbb\xbf"  # Arrow's reader skips a byte-order mark, orjson rejects it
+
+
+@dataclass(slots=True)
+class _Lines:
+    """The JSON lines of a micro-batch as parallel lists: the message each line came from, its index
+    within that message (NDJSON) and its bytes."""
+
+    messages: list[RawMessage] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, message: RawMessage, index: int, value: bytes) -> None:
+        self.messages.append(message)
+        self.indexes.append(index)
+        self.values.append(value)
+
+    def subset(self, rows: Iterable[int]) -> _Lines:
+        part = _Lines()
+        for i in rows:
+            part.add(self.messages[i], self.indexes[i], self.values[i])
+        return part
+
+
+def _non_finite(arr: pa.Array | pa.ChunkedArray) -> bool:
+    """True when a float anywhere in `arr` (struct fields and list items too) is NaN or infinite:
+    Arrow's reader accepts `NaN`, `Inf` and `Infinity`, which orjson (the per-event path) rejects."""
+    t = arr.type
+    if pa.types.is_floating(t):
+        return arr.null_count < len(arr) and not pc.all(pc.is_finite(arr)).as_py()
+    if pa.types.is_struct(t):
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        return any(_non_finite(child) for chunk in chunks for child in chunk.flatten())
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _non_finite(pc.list_flatten(arr))
+    return False
 
 
 def _scalar_column(name: str, arr: pa.Array) -> pa.Array:
@@ -278,29 +316,33 @@ def _as_text(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _read_json_lines_table(lines: list[bytes]) -> pa.Table:
-    """The lines as one table of Arrow's JSON reader, date/time types read as text; _NotFast when the
-    readers could disagree (bytes orjson reads differently, invalid UTF-8, a line of its own)."""
-    buffer = b"\n".join(lines)
-    if b"\r" in buffer or any(marker in buffer for marker in _ORJSON_ONLY):
+def _read_json_lines_table(buffer: bytes, lines: int) -> pa.Table:
+    """The newline-joined lines as one table of Arrow's JSON reader, date/time types read as text;
+    _NotFast when the readers could disagree (bytes orjson reads differently, invalid UTF-8, a line of
+    its own, non-finite numbers). Only single-byte scans run over the whole buffer (memchr speed)."""
+    if b"\r" in buffer:
         raise _NotFast("bytes the readers treat differently")
     if not buffer.isascii():
+        if _BOM in buffer:
+            raise _NotFast("byte-order mark")
         try:
             buffer.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _NotFast("invalid UTF-8") from exc
     try:
         table = _read_json_lines(buffer)
-        if table.num_rows == len(lines):
+        if table.num_rows == lines:
             schema = pa.schema([pa.field(f.name, _as_text(f.type)) for f in table.schema])
             if not schema.equals(table.schema):
                 table = _read_json_lines(buffer, schema)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _NotFast(str(exc)[:200]) from exc
-    if table.num_rows != len(lines):
+    if table.num_rows != lines:
         raise _NotFast("row count")
     if len(set(table.column_names)) != table.num_columns:
         raise _NotFast("duplicate keys")
+    if any(_non_finite(column) for column in table.columns):
+        raise _NotFast("non-finite number")
     return table
 
 
@@ -393,20 +435,21 @@ def _value_columns(table: pa.Table) -> dict[str, pa.Array]:
     return columns
 
 
-def _fast_json_frame(lines: list[bytes], default_ts: list[int], partitions: list[int], offsets: list[int],
-                     indexes: list[int]) -> pl.DataFrame:
+def _fast_json_frame(lines: _Lines, buffer: bytes | None = None) -> pl.DataFrame:
     """All JSON lines of a batch → one frame in a few vectorized steps; raises _NotFast when the result
-    could differ from the per-event path (which then decodes the batch and finds the bad lines)."""
-    table = _read_json_lines_table(lines)
+    could differ from the per-event path (which then decodes the batch and finds the bad lines).
+    `buffer`: the lines already joined by newlines."""
+    table = _read_json_lines_table(b"\n".join(lines.values) if buffer is None else buffer, len(lines))
+    messages = lines.messages
     columns: dict[str, pa.Array] = {
         "model": _model_column(table),
-        "timestamp": _timestamp_column(table, default_ts),
+        "timestamp": _timestamp_column(table, [m.timestamp_ms for m in messages]),
         "event_id": _id_column(table, "event_id"),
         "model_version": _id_column(table, "model_version"),
         "elapsed_ns": _elapsed_column(table),
-        "__partition": pa.array(partitions, pa.uint32()),
-        "__offset": pa.array(offsets, pa.int64()),
-        "__index": pa.array(indexes, pa.uint32()),
+        "__partition": pa.array([m.partition for m in messages], pa.uint32()),
+        "__offset": pa.array([m.offset for m in messages], pa.int64()),
+        "__index": pa.array(lines.indexes, pa.uint32()),
         **_value_columns(table),
     }
     frame = pl.from_arrow(pa.table(columns))
@@ -477,40 +520,42 @@ def _carry(carried: dict[str, set[str]], frame: pl.DataFrame) -> None:
         carried.setdefault(model, set()).update(columns)
 
 
-def _fast_json_frames(lines: list[tuple[RawMessage, int, bytes]], carried: dict[str, set[str]]) -> pl.DataFrame:
-    """`_fast_json_frame` of the lines; with several models, one read per model, so that each model's
-    columns are those its events carry (a reader of all lines gives every model every column)."""
-    def read(part: Sequence[tuple[RawMessage, int, bytes]]) -> pl.DataFrame:
-        messages, indexes, values = zip(*part, strict=True)
-        return _fast_json_frame(list(values), [m.timestamp_ms for m in messages], [m.partition for m in messages],
-                                [m.offset for m in messages], list(indexes))
-
-    frame = read(lines)
+def _fast_json_frames(lines: _Lines, carried: dict[str, set[str]]) -> pl.DataFrame:
+    """`_fast_json_frame` of the lines, and the columns each model's events carry. A read of all lines
+    gives every model every column (null where its events lack one): without a `null` in the input,
+    a null means "not carried", so one read of all lines tells each model's columns. Otherwise (a
+    `null` somewhere, perhaps only in a string), one read per model."""
+    buffer = b"\n".join(lines.values)
+    frame = _fast_json_frame(lines, buffer)
     models = frame.get_column("model")
     if models.n_unique() == 1:
         _carry(carried, frame)
         return frame
-    groups: dict[str, list[tuple[RawMessage, int, bytes]]] = {}
-    for line, model in zip(lines, models.to_list(), strict=True):
-        groups.setdefault(model, []).append(line)
-    frames = [read(part) for part in groups.values()]
+    if b"null" not in buffer:
+        values = [c for c in frame.columns if c.startswith(VALUE_PREFIXES)]
+        present = frame.group_by("model").agg(pl.col(values).is_not_null().any())
+        for row in present.iter_rows():
+            carried.setdefault(row[0], set()).update(c for c, has in zip(values, row[1:], strict=True) if has)
+        return frame
+    groups: dict[str, list[int]] = {}
+    for i, model in enumerate(models.to_list()):
+        groups.setdefault(model, []).append(i)
+    frames = [_fast_json_frame(lines.subset(rows)) for rows in groups.values()]
     for f in frames:
         _carry(carried, f)
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def _json_frame(lines: list[tuple[RawMessage, int, bytes]], rejections: list[Rejection],
-                carried: dict[str, set[str]]) -> pl.DataFrame | None:
-    """JSON lines (message, index, bytes) → one frame; bad lines become rejections."""
+def _json_frame(lines: _Lines, rejections: list[Rejection], carried: dict[str, set[str]]) -> pl.DataFrame | None:
+    """JSON lines → one frame; bad lines become rejections."""
     if not lines:
         return None
-    if all(bytes.strip(line) for _, _, line in lines):
-        try:
-            return _fast_json_frames(lines, carried)
-        except _NotFast:
-            carried.clear()
+    try:  # a blank line or a value spanning lines makes the row count differ: _NotFast
+        return _fast_json_frames(lines, carried)
+    except _NotFast:
+        carried.clear()
     rows: list[dict[str, Any]] = []
-    for message, index, line in lines:
+    for message, index, line in zip(lines.messages, lines.indexes, lines.values, strict=True):
         try:
             event = orjson.loads(line)
             row = flatten_event(event, message.timestamp_ms)
@@ -533,17 +578,22 @@ def decode_messages(messages: Iterable[RawMessage]) -> DecodedBatch:
     """Decode a micro-batch: JSON rows are flattened once and built into one frame; Arrow messages
     are concatenated as they are."""
     messages = list(messages)
-    json_lines: list[tuple[RawMessage, int, bytes]] = []
+    json_lines = _Lines()
     arrow_frames: list[pl.DataFrame] = []
     rejections: list[Rejection] = []
-    for message in messages:
+    values = [m.value for m in messages]
+    rest = messages
+    if values and not any(m.headers for m in messages) and max(map(len, values)) <= MAX_MESSAGE_BYTES:
+        # The common case, without a Python step per message: plain JSON events, one per message.
+        json_lines, rest = _Lines(messages, [0] * len(messages), values), []
+    for message in rest:
         value = message.value
         if len(value) > MAX_MESSAGE_BYTES:
             rejections.append(Rejection(message, "oversized-message",
                                         f"{len(value)} bytes exceed {MAX_MESSAGE_BYTES}"))
             continue
-        if not message.headers:  # the common case: one JSON event, no headers
-            json_lines.append((message, 0, value))
+        if not message.headers:  # one JSON event, no headers
+            json_lines.add(message, 0, value)
             continue
         content_type = (message.header("content-type") or "application/json").split(";")[0].strip().lower()
         if content_type == ARROW_STREAM:
@@ -555,10 +605,10 @@ def decode_messages(messages: Iterable[RawMessage]) -> DecodedBatch:
                 rejections.append(Rejection(message, "bad-arrow", f"{type(exc).__name__}: {str(exc)[:200]}"))
             continue
         if content_type == NDJSON:
-            lines = [line for line in value.split(b"\n") if line.strip()]
-            json_lines += [(message, index, line) for index, line in enumerate(lines)]
+            for index, line in enumerate(line for line in value.split(b"\n") if line.strip()):
+                json_lines.add(message, index, line)
         elif content_type in ("application/json", ""):
-            json_lines.append((message, 0, value))
+            json_lines.add(message, 0, value)
         else:
             rejections.append(Rejection(message, "bad-content-type", f"unsupported content-type {content_type!r}"))
     carried: dict[str, set[str]] = {}

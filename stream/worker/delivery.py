@@ -457,6 +457,7 @@ def tune_gc() -> None:
     (batch objects freed by reference counting at the end of a batch do not count). At exit they are
     unfrozen, so that the interpreter's last collection frees them (frozen cycles would be reported
     as leaks by the sketches' bindings)."""
+    gc.collect()  # garbage of the start-up is freed, not frozen for good
     gc.freeze()
     gc.set_threshold(100_000, 20, 20)
     atexit.register(gc.unfreeze)

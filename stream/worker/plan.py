@@ -9,15 +9,16 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping, MutableMapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import polars as pl
 
-from sketches import DatasetProfile
+from sketches import DatasetProfile, ProfileFormatError
 from sketches.segments import OVERALL_SEGMENT, segment_name, split_by_segments
+from stream.analysis.cbpe import Estimator, expected_confusion
 from stream.config.models import ConfigSnapshot, ModelConfig
 from stream.config.row_filters import is_filter_segment, row_filter_expr
 from stream.config.validations import ANOMALY_COUNT_COLUMN, ValidationSet
@@ -108,7 +109,7 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
     plan = Plan()
     if frame.height == 0:
         return plan
-    for (model_name,), by_model in frame.partition_by("model", as_dict=True, maintain_order=True).items():
+    for model_name, by_model in _split(frame, "model"):
         own = (carried or {}).get(str(model_name))
         if own is not None:
             by_model = by_model.drop([c for c in by_model.columns if c.startswith(VALUE_PREFIXES) and c not in own])
@@ -123,7 +124,7 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
         anomaly = result.frame
         plan.anomalies += _anomaly_records(model, by_model, anomaly, names, config_version)
         with_flags = pl.concat([by_model, anomaly], how="horizontal")
-        for (partition,), rows in with_flags.partition_by("__partition", as_dict=True).items():
+        for partition, rows in _split(with_flags, "__partition"):
             wm_key = (int(partition), str(model_name))
             seen = rows.get_column("timestamp").max()
             plan.watermarks[wm_key] = max(watermarks.get(wm_key, 0), int(seen))  # type: ignore[arg-type]
@@ -135,7 +136,7 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
             for granularity in granularities:
                 start, end = window_bounds(pl.col("timestamp"), granularity)
                 windowed = rows.with_columns(start.alias("__window_start"), end.alias("__window_end"))
-                for (window_start,), in_window in windowed.partition_by("__window_start", as_dict=True).items():
+                for window_start, in_window in _split(windowed, "__window_start"):
                     segments = {OVERALL_SEGMENT: in_window}
                     if granularity == model.granularity:  # minute buckets serve lookback rules: overall only
                         known = (known_segments or {}).setdefault(model.name, set())
@@ -149,7 +150,8 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                     for segment, group_rows in segments.items():
                         counts = group_rows.select(
                             *[pl.col(f"anomaly.{n}").sum().alias(n) for n in names],
-                            (pl.col(ANOMALY_COUNT_COLUMN) > 0).sum().alias("__any__")).row(0, named=True)
+                            (pl.col(ANOMALY_COUNT_COLUMN) > 0).sum().alias("__any__")).row(0, named=True) \
+                            if names else {"__any__": 0}  # no validations: nothing can fail
                         key = WindowKey(int(partition), str(model_name), granularity, int(window_start), segment)
                         parts: tuple[WindowKey, ...] = ()
                         if granularity == MINUTE != model.granularity and segment == OVERALL_SEGMENT:
@@ -162,6 +164,29 @@ def plan_batch(frame: pl.DataFrame, snapshot: ConfigSnapshot, watermarks: dict[t
                             failed_events=int(counts["__any__"] or 0), parts=parts,
                         ))
     return plan
+
+
+def _split(frame: pl.DataFrame, column: str) -> list[tuple[Any, pl.DataFrame]]:
+    """`frame` split by the values of `column`, in order of first appearance. A sorted column (one
+    model, a partition's windows of events in time order) is cut into zero-copy slices at its runs;
+    otherwise one `partition_by` copies the rows into groups.
+
+    >>> df = pl.DataFrame({"k": [1, 1, 2, 3, 3], "v": range(5)})
+    >>> [(k, part.get_column("v").to_list()) for k, part in _split(df, "k")]
+    [(1, [0, 1]), (2, [2]), (3, [3, 4])]
+    >>> [(k, part.height) for k, part in _split(pl.DataFrame({"k": ["b", "a", "b"]}), "k")]
+    [('b', 2), ('a', 1)]
+    """
+    values = frame.get_column(column)
+    if not values.is_sorted():
+        return [(key, part) for (key,), part in frame.partition_by(column, as_dict=True,
+                                                                   maintain_order=True).items()]
+    runs = values.rle()
+    out, start = [], 0
+    for length, key in runs.struct.unnest().iter_rows():
+        out.append((key, frame.slice(start, length)))
+        start += length
+    return out
 
 
 def _by_tag_set(rows: pl.DataFrame) -> list[tuple[list[str], pl.DataFrame]]:
@@ -201,10 +226,40 @@ def _filtered(rows: pl.DataFrame, row_filters: dict[str, list[dict[str, Any]]]) 
     return out
 
 
+PART_CHARS = 512 * 1024  # base64 characters per table value: each is one changelog message (brokers take ~1 MB)
+_PARTS = "~parts:"
+
+
+def part_key(key: str, generation: int, index: int) -> str:
+    """Table key of part `index` of a window state written in parts (same source partition as `key`,
+    so the parts go to the same changelog partition as the manifest, ahead of it)."""
+    return f"{key_partition(key)}|~part|{generation}|{index}|{key}"
+
+
+def _manifest(raw: str | None) -> tuple[int, int] | None:
+    """(generation, part count) of a manifest value, None for a whole state."""
+    if raw is None or not raw.startswith(_PARTS):
+        return None
+    generation, count = raw.removeprefix(_PARTS).split(":")
+    return int(generation), int(count)
+
+
 class WindowTable:
     """Window states in a mapping (a Faust table in the worker, a dict in tests), with a cache of
     decoded states so each batch does not re-parse what it wrote. Values are stored as base64 text
-    so they survive Faust's JSON changelog recovery."""
+    so they survive Faust's JSON changelog recovery.
+
+    A state larger than `PART_CHARS` (a model with hundreds of columns) is written in parts, then a
+    manifest under the window's own key naming the parts' generation and count: the changelog keeps
+    each partition's messages in order, so a manifest recovered from it always finds its parts; the
+    previous generation's parts are deleted after the new manifest.
+
+    >>> table = WindowTable({})
+    >>> state = WindowState(window_end=1, profile=DatasetProfile())
+    >>> table.put("0|m|hourly|0|", state)
+    >>> table.get("0|m|hourly|0|").window_end, list(table.data)
+    (1, ['0|m|hourly|0|'])
+    """
 
     def __init__(self, data: MutableMapping[str, str]) -> None:
         self.data = data
@@ -219,21 +274,53 @@ class WindowTable:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is raw:
             return cached[1]
-        state = WindowState.from_bytes(base64.b64decode(raw))
+        state = WindowState.from_bytes(base64.b64decode(self._joined(key, raw)))
         self._cache[key] = (raw, state)
         return state
 
     def put(self, key: str, state: WindowState) -> None:
-        raw = base64.b64encode(state.to_bytes()).decode("ascii")
-        self.data[key] = raw
+        text = base64.b64encode(state.to_bytes()).decode("ascii")
+        previous = self.data.get(key)
+        if len(text) <= PART_CHARS:
+            raw = text
+        else:
+            generation = (_manifest(previous) or (0, 0))[0] + 1
+            parts = range(0, len(text), PART_CHARS)
+            for index, start in enumerate(parts):
+                self.data[part_key(key, generation, index)] = text[start:start + PART_CHARS]
+            raw = f"{_PARTS}{generation}:{len(parts)}"
+        self.data[key] = raw  # after its parts
+        self._drop_parts(key, previous)
         self._cache[key] = (raw, state)
         self.dirty.add(key)
 
     def drop(self, key: str) -> None:
-        if key in self.data:
+        previous = self.data.get(key)
+        if previous is not None:
             del self.data[key]
+            self._drop_parts(key, previous)
         self._cache.pop(key, None)
         self.dirty.discard(key)
+
+    def _joined(self, key: str, raw: str) -> str:
+        manifest = _manifest(raw)
+        if manifest is None:
+            return raw
+        generation, count = manifest
+        try:
+            return "".join(self.data[part_key(key, generation, index)] for index in range(count))
+        except KeyError:
+            raise ProfileFormatError(f"window state {key!r}: a part of generation {generation} is missing") from None
+
+    def _drop_parts(self, key: str, previous: str | None) -> None:
+        """Delete the parts of a replaced manifest `previous` (none when it was a whole state or the same)."""
+        old = _manifest(previous)
+        if old is None or old == _manifest(self.data.get(key)):
+            return
+        for index in range(old[1]):
+            part = part_key(key, old[0], index)
+            if part in self.data:
+                del self.data[part]
 
     def watermark(self, partition: int, model: str) -> int:
         raw = self.data.get(watermark_key(partition, model))
@@ -284,9 +371,10 @@ def new_profile(model: ModelConfig) -> DatasetProfile:
 
 
 def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded: dict[str, WindowState],
-               now_wall: float | None = None) -> Applied:
+               now_wall: float | None = None, estimators: Mapping[str, Sequence[Estimator]] | None = None) -> Applied:
     """Fold every group into its window state. `loaded` holds states read back from the store for
-    keys the table did not have (flushed earlier); they are the base the new rows merge into."""
+    keys the table did not have (flushed earlier); they are the base the new rows merge into.
+    `estimators` (model → CBPE estimators) add expected-confusion sums to the model's windows."""
     now = time.time() if now_wall is None else now_wall
     applied = Applied()
     # Profiles of the rows each minute group added in this batch (None: partly replayed), for the
@@ -298,6 +386,7 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
         model_state = snapshot.models.get(key.model)
         model = model_state.model if model_state else ModelConfig(name=key.model)
         state = table.get(text) or loaded.get(text)
+        created = state is None
         if state is None:
             state = WindowState(window_end=group.window_end, profile=new_profile(model))
         # Offset fencing: whole messages at or below the state's max offset are already folded in.
@@ -318,9 +407,12 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
         if state.window_end + model.lateness_ms <= watermark:
             state.late_count += rows.height
             applied.late += rows.height
-        _fold_rows(state, rows, group, whole, fresh, model)
+        _fold_rows(state, rows, group, whole, fresh, model, created and not (failures or failed))
         if failures or failed:
             state.profile.add_validation_failures(failures, failed)
+        if estimators and estimators.get(key.model) and key.granularity == model.granularity \
+                and not is_filter_segment(key.segment):
+            _estimate(state, rows, estimators[key.model])
         offsets = rows.get_column("__offset")
         state.min_offset = int(offsets.min()) if state.min_offset < 0 else state.min_offset  # type: ignore[arg-type]
         state.max_offset = int(offsets.max())  # type: ignore[arg-type]
@@ -340,17 +432,37 @@ def apply_plan(table: WindowTable, plan: Plan, snapshot: ConfigSnapshot, loaded:
     return applied
 
 
+def _estimate(state: WindowState, rows: pl.DataFrame, estimators: Sequence[Estimator]) -> None:
+    """Add the rows' expected confusion sums (per score column) to the state (vectorized per column)."""
+    for estimator in estimators:
+        if estimator.column not in rows.columns:
+            continue
+        scores = rows.get_column(estimator.column)
+        if isinstance(scores.dtype, pl.List):
+            scores = scores.list.first()
+        if not (scores.dtype.is_numeric() or scores.dtype == pl.Boolean):
+            continue
+        sums = expected_confusion(estimator, scores.cast(pl.Float64).drop_nulls().to_numpy())
+        if sums[0] == 0:
+            continue
+        before = state.estimates.get(estimator.column)
+        state.estimates[estimator.column] = (sums if before is None else sums + before).tolist()
+        if state.estimates_since < 0:
+            state.estimates_since = int(rows.get_column("__offset").min())  # type: ignore[arg-type]
+
+
 def _fold_rows(state: WindowState, rows: pl.DataFrame, group: Group, whole: bool,
-               fresh: dict[WindowKey, DatasetProfile | None], model: ModelConfig) -> None:
+               fresh: dict[WindowKey, DatasetProfile | None], model: ModelConfig, sole: bool) -> None:
     """Add `rows` to the state's profile. Minute groups track a fresh profile and merge it (keeping
     it for their coarser window); a coarser overall group merges its minutes' fresh profiles when
-    they hold exactly its rows (a merge costs ~0.6 ms, tracking 37k rows ~34 ms) and tracks otherwise."""
+    they hold exactly its rows (a merge costs ~0.6 ms, tracking 37k rows ~34 ms) and tracks otherwise.
+    `sole`: the state is new and gets no validation failures, so a minute's fresh profile can be its
+    profile as it is (nothing changes that profile afterwards in this batch) instead of a merge."""
     parts = [fresh.get(k) for k in group.parts]
     if whole and parts and all(p is not None for p in parts) and \
             sum(p.row_count for p in parts if p is not None) == rows.height:
-        for part in parts:
-            assert part is not None
-            state.profile = state.profile.merge(part)
+        # One merge of all of them: a merge's cost is mostly per call, not per operand.
+        state.profile = DatasetProfile.merge_many([state.profile, *(p for p in parts if p is not None)])
         return
     if group.key.granularity != MINUTE or group.key.granularity == model.granularity:
         state.profile.track(rows)
@@ -358,7 +470,8 @@ def _fold_rows(state: WindowState, rows: pl.DataFrame, group: Group, whole: bool
     delta = new_profile(model)
     delta.track(rows)
     fresh[group.key] = delta if whole else None
-    state.profile = state.profile.merge(delta)  # a new object: validation failures go to the state only
+    # Otherwise a new object: validation failures go to the state only, not to the coarser window.
+    state.profile = delta if sole else state.profile.merge(delta)
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,25 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TypeVar
 
+import orjson
+import polars as pl
+
 from stream import telemetry
+from stream.analysis.alerts import SCHEMA
+from stream.analysis.cbpe import Estimator
+from stream.analysis.detectors import Detection, DetectorConfig, DetectorRunner, detection_alert
+from stream.analysis.ground_truth import join_labels, late_topic, prediction_rows, split_labels
 from stream.config.models import ConfigSnapshot, ModelConfig
 from stream.events.decode import RawMessage, Rejection, decode_messages
 from stream.settings import Settings
 from stream.store import profiles
+from stream.store.analysis import AlertRecord, alert_ids_present, write_alerts
 from stream.store.client import Store, StoreError
 from stream.store.config import ConfigRepository
-from stream.worker.plan import WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
+from stream.store.detections import DetectorRepository, write_detections
+from stream.store.estimates import EstimateRow, EstimatorRepository, write_estimates
+from stream.store.predictions import write_predictions
+from stream.worker.plan import Due, WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey
 
@@ -37,6 +48,9 @@ class StreamWorker:
         self.config = ConfigRepository(store)
         self.sink = Sink(store, settings.topic("events"))
         self.windows = WindowTable(table)
+        self.detectors = DetectorRunner(table)  # detector states live beside the window states
+        self.detector_configs: dict[str, list[DetectorConfig]] = {}
+        self.estimators: dict[str, list[Estimator]] = {}  # CBPE, folded into the window states
         self.publish = publish
         self.snapshot = ConfigSnapshot()
         self.flush_open_every = flush_open_every
@@ -51,7 +65,11 @@ class StreamWorker:
             version = await asyncio.to_thread(self.config.current_version)
             if version == self.snapshot.version and self.snapshot.version:
                 return False
-            self.snapshot = await asyncio.to_thread(self.config.snapshot)
+            snapshot = await asyncio.to_thread(self.config.snapshot)
+            self.detector_configs = await asyncio.to_thread(DetectorRepository(self.store).all_configs)
+            self.estimators = await asyncio.to_thread(EstimatorRepository(self.store).all_estimators)
+            self.detectors.forget(self.detector_configs)
+            self.snapshot = snapshot
             return True
         except StoreError as exc:
             log.warning("config refresh failed (keeping the previous config): %s", exc)
@@ -83,10 +101,11 @@ class StreamWorker:
         # committed offset when a rebalance ends; a batch gathered across one (a rebalance that gave
         # up waiting for it) can hold a record twice. Offset fencing works across batches; within a
         # batch we keep the first copy of each record.
-        first: dict[tuple[int, int], RawMessage] = {}
-        for m in messages:
-            first.setdefault((m.partition, m.offset), m)
-        messages = list(first.values())
+        if len({(m.partition, m.offset) for m in messages}) < len(messages):
+            first: dict[tuple[int, int], RawMessage] = {}
+            for m in messages:
+                first.setdefault((m.partition, m.offset), m)
+            messages = list(first.values())
         async with self._lock:
             if not self.snapshot.version:
                 await self.refresh_config()
@@ -101,6 +120,7 @@ class StreamWorker:
                         rejections.append(Rejection(by_message[(part, off)], "unknown-model",
                                                     f"model {model!r} is not registered", idx, model))
                     frame = frame.filter(~frame.get_column("model").is_in(sorted(rejected_models)))
+            frame, labels = split_labels(frame)  # late ground truth: joined below, not rows of a window
             await self._dead_letter(rejections)
             plan = plan_batch(frame, self.snapshot, self.windows.watermarks(), self.windows.known_segments(),
                               carried=decoded.carried)
@@ -111,12 +131,20 @@ class StreamWorker:
             missing = {g.key for g in plan.groups
                        if self.windows.get(g.key.encode()) is None and self.windows.may_be_stored(g.key)}
             loaded = await self._retry(lambda: self.sink.load_states(missing)) if missing else {}
-            applied = apply_plan(self.windows, plan, self.snapshot, loaded)
+            # Predictions kept for late labels are written while the batch is folded (the insert waits on
+            # the store, not on this thread); awaited before the labels are joined and the batch ends.
+            predictions = prediction_rows(plan.groups, self.snapshot)
+            written = asyncio.get_running_loop().run_in_executor(
+                None, write_predictions, self.store, predictions) if predictions.height else None
+            applied = apply_plan(self.windows, plan, self.snapshot, loaded, estimators=self.estimators)
+            await self._ground_truth(predictions, written, labels, messages)
             for model, count in frame.get_column("model").value_counts().rows() if frame.height else []:
                 telemetry.EVENTS_DECODED.labels(model=model).inc(count)
                 state = self.snapshot.models.get(model)
                 if state is not None and len(state.validations):
                     telemetry.VALIDATIONS_EVALUATED.labels(model=model).inc(count * len(state.validations))
+            if frame.height and self.detector_configs:
+                await self._detect(frame)
             telemetry.LATE_EVENTS.inc(applied.late)
             telemetry.REPLAYED_SKIPPED.inc(applied.skipped_replayed)
             anomalies = applied.new_anomalies(plan)
@@ -126,6 +154,62 @@ class StreamWorker:
                     await self.publish(self.settings.topic("anomalies"), record["model"].encode(),
                                        anomaly_message(record), {})
                 telemetry.ANOMALIES.inc(len(anomalies))
+
+    async def _ground_truth(self, predictions: pl.DataFrame, written: asyncio.Future[int] | None,
+                            labels: pl.DataFrame, messages: list[RawMessage]) -> None:
+        """Make sure the batch's predictions are stored (`written`: their insert, under way), then apply its
+        ground-truth events: dead letters first, then the claims (the exactly-once marks), then the late
+        performance rows — all before the offsets are committed, so a crash replays the batch and the
+        marks and row versions fence it."""
+        if written is not None:
+            try:
+                await written
+            except StoreError:
+                telemetry.STORE_ERRORS.inc()
+                await self._retry(lambda: write_predictions(self.store, predictions))
+        if labels.height == 0:
+            return
+        topic, horizon = self.sink.source_topic, self.settings.ground_truth_horizon_days
+        outcome = await self._retry(lambda: join_labels(self.store, topic, labels, self.snapshot, horizon))
+        if outcome.rejections:
+            by_message = {(m.partition, m.offset): m for m in messages}
+            await self._dead_letter([Rejection(by_message[(r.partition, r.offset)], r.reason, r.detail, r.index,
+                                               r.model) for r in outcome.rejections])
+        if outcome.claims.height:
+            await self._retry(lambda: write_predictions(self.store, outcome.claims))
+        if outcome.windows:
+            await self._retry(lambda: profiles.write_windows(self.store, late_topic(topic), outcome.windows))
+
+    async def _detect(self, frame: pl.DataFrame) -> None:
+        """Run the change detectors on the batch (state fenced by offset, like windows); store each
+        detection and publish the alerts of those outside their detector's cooldown."""
+        jobs = self.detectors.prepare(frame, self.detector_configs)
+        if not jobs:
+            return
+        # River updates one value per call: off the event loop, so heartbeats and /metrics are served.
+        detections: list[Detection] = self.detectors.save(await asyncio.to_thread(self.detectors.compute, jobs))
+        if not detections:
+            return
+        await self._retry(lambda: write_detections(self.store, self.sink.source_topic, detections))
+        by_id = {(m, c.id): c for m, cs in self.detector_configs.items() for c in cs}
+        alerts = [detection_alert(d, by_id[(d.model, d.detector_id)]) for d in detections if d.alerted]
+        if alerts:
+            await self._send_alerts(alerts)
+
+    async def _send_alerts(self, alerts: list[AlertRecord]) -> None:
+        """Send detector alerts not sent before, then record them as sent. No pending row is written
+        first (as monitors do): the batch itself is the retry — its state is made durable only after
+        this returns, so a crash before the send replays the batch and finds the change again, with the
+        same deterministic alert id; and nothing pending races the analysis owner's resend of pending
+        alerts."""
+        sent_before = await self._retry(lambda: alert_ids_present(self.store, [a.alert_id for a in alerts]))
+        fresh = [a for a in alerts if a.alert_id not in sent_before]
+        for a in fresh:
+            await self.publish(self.settings.topic("alerts"), a.model.encode(), orjson.dumps(a.body, default=str),
+                               {"schema": SCHEMA.encode(), "alert-id": a.alert_id.encode()})
+            a.published = True
+        if fresh:
+            await self._retry(lambda: write_alerts(self.store, fresh))
 
     async def _dead_letter(self, rejections: list[Rejection]) -> None:
         if not rejections:
@@ -181,6 +265,9 @@ class StreamWorker:
             started = time.perf_counter()
             try:
                 written = await asyncio.to_thread(self.sink.write_windows, due)
+                estimates = _estimate_rows(due)
+                if estimates:  # written with the windows: a failure keeps both in memory for the retry
+                    await asyncio.to_thread(write_estimates, self.store, self.sink.source_topic, estimates)
             except StoreError as exc:
                 telemetry.STORE_ERRORS.inc()
                 log.warning("flush failed, windows stay in memory and are retried: %s", exc)
@@ -201,3 +288,11 @@ class StreamWorker:
         keys = [WindowKey.decode(k) for k in self.windows.window_keys(partitions)]
         telemetry.OPEN_WINDOWS.set(len(keys))
         telemetry.OPEN_SEGMENTS.set(len({(k.model, k.segment) for k in keys}))
+
+
+def _estimate_rows(due: Iterable[Due]) -> list[EstimateRow]:
+    """The CBPE sums of the windows being written, one row per (window state, score column)."""
+    return [EstimateRow(d.key.model, d.key.granularity, d.key.segment, d.key.window_start, d.key.partition,
+                        d.state.estimates_since, column, (sums[0], sums[1], sums[2], sums[3], sums[4]),
+                        d.state.max_offset)
+            for d in due for column, sums in d.state.estimates.items()]

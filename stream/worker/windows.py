@@ -69,12 +69,17 @@ class WindowState:
     model_versions: list[str] = field(default_factory=list)
     config_version: int = 0
     last_update_wall: float = 0.0
+    # CBPE expected-confusion sums per score column ([n, TP, FP, FN, TN], stream.analysis.cbpe) folded in
+    # since `estimates_since` (the first offset folded since this state was opened or read back).
+    estimates: dict[str, list[float]] = field(default_factory=dict)
+    estimates_since: int = -1
 
     def to_bytes(self) -> bytes:
         header = orjson.dumps({
             "window_end": self.window_end, "min_offset": self.min_offset, "max_offset": self.max_offset,
             "late_count": self.late_count, "model_versions": self.model_versions,
             "config_version": self.config_version, "last_update_wall": self.last_update_wall,
+            "estimates": self.estimates, "estimates_since": self.estimates_since,
         })
         return _HEADER.pack(_MAGIC, len(header)) + header + self.profile.to_bytes()
 
