@@ -43,7 +43,8 @@ def _dead(stack: Stack, model: str) -> list[dict[str, Any]]:
 
 def test_labels_sent_later_make_the_window_accuracy_exact(stack: Stack, model: str) -> None:
     client = stack.client()
-    assert client.post("/v1/models", json={"name": model, "segment_keys": ["in.city"], "late_ground_truth": True}).status_code == 201
+    body = {"name": model, "segment_keys": ["in.city"], "late_ground_truth": True}
+    assert client.post("/v1/models", json=body).status_code == 201
     rng = np.random.default_rng(17)
     hour = now_hour() - 2 * HOUR  # a past window: closed and stored before any label arrives
     scores, cities = rng.random(N), rng.integers(0, 2, N)
