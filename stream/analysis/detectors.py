@@ -10,7 +10,8 @@ table as kind ``detector``) each watch one series of its events:
   ADWIN / PageHinkley / KSWIN.
 
 The detector is one of river's (``ADWIN``, ``PageHinkley``, ``KSWIN`` from ``river.drift``; ``DDM``,
-``HDDM_A``, ``HDDM_W`` from ``river.drift.binary``, fed the 0/1 error series only) with river's defaults;
+``HDDM_A``, ``HDDM_W`` from ``river.drift.binary``, fed the 0/1 error series only) with river's defaults,
+except where those alarm on stable data (:data:`DEFAULT_PARAMS`, measured in docs/online-analysis.md);
 ``params`` may set any scalar argument of the detector's constructor (an allowlist read from its
 signature: numbers, booleans, short strings — nothing is evaluated), checked by building the detector
 and feeding it a short synthetic stream, so a value river would choke on is a 422, not a worker crash.
@@ -139,9 +140,20 @@ def _check_param(detector: str, name: str, value: Any, kind: type) -> None:
             raise ValueError(bad + f"in {opening}{low:g}, {'∞' if high is None else f'{high:g}'}{closing}")
 
 
+# Driftline's defaults where river's raise false alarms over 100,000 stable events (PageHinkley 66, DDM 2,
+# HDDM_A 1); a detector's `params` override them one by one.
+DEFAULT_PARAMS: dict[str, dict[str, float | int]] = {
+    "PageHinkley": {"alpha": 1.0, "delta": 0.1, "threshold": 100.0},
+    "DDM": {"warm_start": 1000, "drift_threshold": 4.0},
+    "HDDM_A": {"drift_confidence": 1e-4},
+}
+
+
 def build_detector(detector: str, params: Mapping[str, Any]) -> Any:
-    """A fresh river detector; params are checked against :func:`allowed_params` first."""
+    """A fresh river detector: :data:`DEFAULT_PARAMS` under `params`, checked against
+    :func:`allowed_params` first."""
     allowed = allowed_params(detector)
+    params = {**DEFAULT_PARAMS.get(detector, {}), **params}
     for name, value in params.items():
         if name not in allowed:
             raise ValueError(f"{detector} has no parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
