@@ -48,7 +48,8 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-def _valid(key: ApiKey | None) -> ApiKey:
+def valid_key(key: ApiKey | None) -> ApiKey:
+    """The key a token named, or 401 when it named none (unknown, revoked) or an expired one."""
     if key is None or key.expired():
         raise HTTPException(401, "invalid, expired or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return key
@@ -60,7 +61,7 @@ def require_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     """401 without a valid key."""
-    return _valid(lookups.key(store, _token(credentials)))
+    return valid_key(lookups.key(store, _token(credentials)))
 
 
 def get_repo(store: Annotated[Store, Depends(get_store)]) -> ConfigRepository:
@@ -117,7 +118,7 @@ async def ingest_model(
     cached, key = lookups.cached_key(token)
     if not cached:
         key = await asyncio.to_thread(lambda: lookups.key(get_store(settings), token))
-    checked = _valid(key)
+    checked = valid_key(key)
     check_scope(checked, model)
     buckets: TokenBuckets = request.app.state.ingest_buckets
     wait = buckets.take(checked.key_id)

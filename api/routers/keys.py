@@ -76,7 +76,7 @@ class KeyOut(BaseModel):
     @classmethod
     def of(cls, info: KeyInfo, now: datetime) -> KeyOut:
         return cls(key_id=info.key_id, scope=info.scope, created_at=info.created_at, expires_at=info.expires_at,
-                   expired=info.expires_at is not None and info.expires_at <= now, revoked=info.revoked,
+                   expired=info.expired(now), revoked=info.revoked,
                    revoked_at=info.revoked_at)
 
 

@@ -23,7 +23,6 @@ from pydantic import ValidationError as PydanticValidationError
 from api.deps import get_store, require_admin
 from stream.analysis.channels import SECRET_FIELDS, Action, AnyAction, parse_action
 from stream.store.client import Store
-from stream.store.keys import ApiKey
 from stream.store.notifications import NotificationRepository
 
 router = APIRouter(prefix="/v1/notification-actions", tags=["notification actions"],
@@ -38,7 +37,6 @@ def get_notifications(store: Annotated[Store, Depends(get_store)]) -> Notificati
 
 
 Repo = Annotated[NotificationRepository, Depends(get_notifications)]
-Admin = Annotated[ApiKey, Depends(require_admin)]
 
 
 class ActionStatus(BaseModel):

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from api.cache import Lookups
-from api.deps import check_scope, existing_model, get_lookups, get_store
+from api.deps import check_scope, existing_model, get_lookups, get_store, valid_key
 from api.params import time_range
 from api.routers.events import _read_body, max_body_bytes
 from api.routers.profiles import DEFAULT_SPAN_MS
@@ -91,23 +91,21 @@ def whylabs_key(
                           else None)
     if not token:
         raise HTTPException(401, "missing API key: send 'X-API-Key: <key>' (WHYLABS_API_KEY)")
-    key = lookups.key(store, token)
-    if key is None or key.expired():
-        raise HTTPException(401, "invalid, expired or revoked API key")
-    return key
+    return valid_key(lookups.key(store, token))
 
 
 Key = Annotated[ApiKey, Depends(whylabs_key)]
 
 
-def _model(store: Store, settings: Settings, key: ApiKey, dataset_id: str) -> ModelConfig:
+def _model(request: Request, store: Store, key: ApiKey, dataset_id: str) -> ModelConfig:
     """The dataset's model (403 outside the key's scope); registered with defaults when unknown, unless
     unknown models are refused (`DRIFTLINE_UNKNOWN_MODELS=dlq`: 404)."""
     check_scope(key, dataset_id)
-    repo = ConfigRepository(store)
-    config = repo.get_model(dataset_id)
+    lookups: Lookups = request.app.state.lookups
+    config = lookups.model(store, dataset_id)
     if config is not None:
         return config
+    settings: Settings = request.app.state.settings
     if settings.unknown_models == "dlq":
         raise HTTPException(404, f"unknown model {dataset_id!r} (unknown models are not registered here)")
     try:
@@ -115,7 +113,7 @@ def _model(store: Store, settings: Settings, key: ApiKey, dataset_id: str) -> Mo
     except PydanticValidationError as e:
         raise HTTPException(422, f"dataset id {dataset_id!r} is not a valid model name: "
                                  f"{e.errors()[0].get('msg', 'invalid')}") from None
-    repo.put_model(config)
+    ConfigRepository(store).put_model(config)
     return config
 
 
@@ -130,13 +128,19 @@ def _urls(request: Request, upload_id: str, tokens: list[str]) -> list[str]:
 
 
 def _start(request: Request, store: Store, key: ApiKey, dataset_id: str, kind: str, body: LogAsyncRequest,
-           parts: int = 1) -> tuple[ModelConfig, str, list[str], int]:
-    settings: Settings = request.app.state.settings
-    config = _model(store, settings, key, dataset_id)
+           parts: int = 1) -> tuple[ModelConfig, str, list[str]]:
+    config = _model(request, store, key, dataset_id)
     timestamp = body.dataset_timestamp if body.dataset_timestamp is not None else _now_ms()
     upload_id, tokens = uploads.create_upload(store, config.name, kind, timestamp, key.key_id,
                                               alias=body.alias or "", parts=parts)
-    return config, upload_id, _urls(request, upload_id, tokens), timestamp
+    return config, upload_id, _urls(request, upload_id, tokens)
+
+
+def _profile_upload(request: Request, store: Store, key: ApiKey, dataset_id: str,
+                    body: LogAsyncRequest) -> dict[str, Any]:
+    """The answer of both profile log calls: an upload id and the URL to PUT the profile file to."""
+    config, upload_id, urls = _start(request, store, key, dataset_id, "profile", body)
+    return {"id": upload_id, "modelId": config.name, "uploadUrl": urls[0], "uploadTimestamp": _now_ms()}
 
 
 DatasetPath = Annotated[str, Path(max_length=200, description="the WhyLabs dataset id: the Driftline model")]
@@ -149,23 +153,21 @@ def log_profile(request: Request, store: Annotated[Store, Depends(get_store)], k
                 ) -> dict[str, Any]:
     if not x_whylabs_resource:
         raise HTTPException(422, "missing header X-WHYLABS-RESOURCE (the dataset id: WHYLABS_DEFAULT_DATASET_ID)")
-    config, upload_id, urls, _ = _start(request, store, key, x_whylabs_resource, "profile", body)
-    return {"id": upload_id, "modelId": config.name, "uploadUrl": urls[0], "uploadTimestamp": _now_ms()}
+    return _profile_upload(request, store, key, x_whylabs_resource, body)
 
 
 @router.post("/v0/organizations/{org_id}/log/async/{dataset_id}",
              summary="whylogs: an upload URL for a profile (WhyLabs LogApi.log_async)")
 def log_async(request: Request, store: Annotated[Store, Depends(get_store)], key: Key, org_id: OrgPath,
               dataset_id: DatasetPath, body: LogAsyncRequest) -> dict[str, Any]:
-    config, upload_id, urls, _ = _start(request, store, key, dataset_id, "profile", body)
-    return {"id": upload_id, "modelId": config.name, "uploadUrl": urls[0], "uploadTimestamp": _now_ms()}
+    return _profile_upload(request, store, key, dataset_id, body)
 
 
 @router.post("/v0/organizations/{org_id}/log/reference/{dataset_id}",
              summary="whylogs: an upload URL for a reference profile (WhyLabs LogApi.log_reference)")
 def log_reference(request: Request, store: Annotated[Store, Depends(get_store)], key: Key, org_id: OrgPath,
                   dataset_id: DatasetPath, body: LogAsyncRequest) -> dict[str, Any]:
-    config, upload_id, urls, _ = _start(request, store, key, dataset_id, "reference", body)
+    config, upload_id, urls = _start(request, store, key, dataset_id, "reference", body)
     return {"id": upload_id, "modelId": config.name, "alias": body.alias or upload_id, "uploadUrl": urls[0],
             "uploadTimestamp": _now_ms()}
 
@@ -176,7 +178,7 @@ def log_reference(request: Request, store: Annotated[Store, Depends(get_store)],
 def create_reference_profile(request: Request, store: Annotated[Store, Depends(get_store)], key: Key,
                              org_id: OrgPath, dataset_id: DatasetPath, body: LogAsyncRequest) -> dict[str, Any]:
     segments = body.segments or []
-    config, upload_id, urls, _ = _start(request, store, key, dataset_id, "reference", body, max(1, len(segments)))
+    config, upload_id, urls = _start(request, store, key, dataset_id, "reference", body, max(1, len(segments)))
     names = ["&".join(f"{t.key}={t.value}" for t in s.tags) for s in segments]
     return {"id": upload_id, "alias": body.alias or upload_id, "datasetId": config.name, "segments": names,
             "uploadUrls": urls, "uploadTimestamp": _now_ms()}
@@ -198,7 +200,7 @@ ColumnPath = Annotated[str, Path(max_length=1000, description="the whylogs colum
 @router.get(COLUMN_PATH, summary="whylogs: a column's schema (WhyLabs ModelsApi.get_entity_schema_column)")
 def get_column_schema(request: Request, store: Annotated[Store, Depends(get_store)], key: Key, org_id: OrgPath,
                       dataset_id: DatasetPath, column_id: ColumnPath) -> dict[str, Any]:
-    config = _model(store, request.app.state.settings, key, dataset_id)
+    config = _model(request, store, key, dataset_id)
     schema = uploads.column_schema(store, config.name, column_id)
     return {"classifier": schema.classifier, "dataType": schema.data_type, "discreteness": schema.discreteness}
 
@@ -207,7 +209,7 @@ def get_column_schema(request: Request, store: Annotated[Store, Depends(get_stor
                                  "(WhyLabs ModelsApi.put_entity_schema_column)")
 def put_column_schema(request: Request, store: Annotated[Store, Depends(get_store)], key: Key, org_id: OrgPath,
                       dataset_id: DatasetPath, column_id: ColumnPath, body: ColumnSchemaBody) -> dict[str, Any]:
-    config = _model(store, request.app.state.settings, key, dataset_id)
+    config = _model(request, store, key, dataset_id)
     old = uploads.column_schema(store, config.name, column_id)
     uploads.put_column_schema(store, config.name, column_id, uploads.ColumnSchema(
         body.classifier or old.classifier, body.data_type or old.data_type, body.discreteness or old.discreteness))

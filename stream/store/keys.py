@@ -40,12 +40,16 @@ class ApiKey:
     expires_at: datetime | None = None
 
     def expired(self, now: datetime | None = None) -> bool:
-        """Whether the key's expiry has passed (at `now`, default the current time)."""
-        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+        return _expired(self.expires_at, now)
 
     def allows(self, model: str | None) -> bool:
         """Admin keys allow everything; model keys only their own model (and nothing model-less)."""
         return self.scope == "admin" or (model is not None and self.scope == f"model:{model}")
+
+
+def _expired(expires_at: datetime | None, now: datetime | None) -> bool:
+    """Whether an expiry has passed (at `now`, default the current time); None never expires."""
+    return expires_at is not None and expires_at <= (now or datetime.now(UTC))
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -120,6 +124,9 @@ class KeyInfo:
     expires_at: datetime | None
     revoked: bool
     revoked_at: datetime | None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return _expired(self.expires_at, now)
 
 
 def list_keys(store: Store, include_revoked: bool = True) -> list[KeyInfo]:
