@@ -5,6 +5,7 @@
   ``psi = sum (p - q) ln(p/q)``
 * ``jensen_shannon(p, q) = sqrt((kl(p||m) + kl(q||m)) / 2)``, m = (p+q)/2, natural log, unclipped
   relative entropy (max sqrt(ln 2)).
+* ``total_variation(p, q) = sum(|p - q|) / 2`` (algorithm ``variation_distance``), in [0, 1].
 
 :func:`column_distance` bins numeric columns into 30 equal-width bins over the combined min/max of
 both KLL sketches (split points ``min + i*width`` for i in 0..29, as the WhyLabs backend does) and
@@ -45,6 +46,7 @@ __all__ = [
     "kl_divergence",
     "ks_test",
     "psi",
+    "total_variation",
 ]
 
 EPSILON = 1e-7
@@ -96,12 +98,19 @@ def jensen_shannon(p: Vector, q: Vector) -> float:
     return float(math.sqrt(max((_rel_entr(a, m) + _rel_entr(b, m)) / 2.0, 0.0)))
 
 
+def total_variation(p: Vector, q: Vector) -> float:
+    """Total variation distance ``½ Σ |p_i - q_i|``, in [0, 1] for probability vectors."""
+    a, b = _pair(p, q)
+    return float(0.5 * np.sum(np.abs(a - b)))
+
+
 ALGORITHMS: dict[str, Callable[[Vector, Vector], float]] = {
     "hellinger": hellinger,
     "psi": psi,
     "kl_divergence": kl_divergence,
     "jensenshannon": jensen_shannon,
     "jensen_shannon": jensen_shannon,
+    "variation_distance": total_variation,
 }
 
 
@@ -142,7 +151,8 @@ def column_distance(
 ) -> float:
     """Drift distance between two column profiles.
 
-    ``algorithm`` is one of ``hellinger``, ``psi``, ``kl_divergence``, ``jensenshannon``.
+    ``algorithm`` is one of ``hellinger``, ``psi``, ``kl_divergence``, ``jensenshannon``,
+    ``variation_distance``.
     ``discrete=None`` picks the method from the baseline's (or target's) inferred type:
     string/bool → frequent items, otherwise KLL bins.
 

@@ -68,7 +68,7 @@ from stream.analysis.monitor_config import (
 )
 from stream.analysis.seasonal import DEFAULT_MIN_BATCH_SIZE as SEASONAL_MIN_BATCH_SIZE
 from stream.analysis.seasonal import forecast_bounds
-from stream.analysis.sketch_tests import ks_test, variation_distance
+from stream.analysis.sketch_tests import ks_test
 
 __all__ = [
     "DEFAULT_DRIFT_ALGORITHM",
@@ -394,10 +394,7 @@ def evaluate_drift(
             "drift", metric, anomaly, reason, value=ks.p_value, baseline_count=count,
             extra={"statistic": ks.statistic, "adjusted_statistic": ks.adjusted, "n_baseline": ks.n_baseline,
                    "n_target": ks.n_target}, **common)
-    if algorithm == "variation_distance":
-        distance = variation_distance(merged, target, discrete)
-    else:
-        distance = column_distance(algorithm, merged, target, discrete=discrete)
+    distance = column_distance(algorithm, merged, target, discrete=discrete)
     anomaly = distance > threshold
     reason = f"{algorithm} distance {distance} {'>' if anomaly else '<='} threshold {threshold}"
     return AnalyzerResult(

@@ -1,20 +1,17 @@
-"""The two drift algorithms WhyLabs' schema names besides the four distances of :mod:`sketches.drift`.
+"""The drift algorithm WhyLabs' schema names besides the distances of :mod:`sketches.drift`.
 
-* ``ks_test`` — two-sample Kolmogorov-Smirnov test on the columns' KLL sketches.  The statistic
-  ``D = max |F_baseline(x) - F_target(x)|`` is taken at the merged split points: every item either
-  sketch retains (its quantiles at ranks ``0, 1/r, …, 1`` for ``r`` retained items), with inclusive
-  CDFs, so for sketches that still hold every value (``n <= k``) it is exactly the empirical KS
-  statistic.  A sketch past that (estimation mode) may misplace ranks by its normalized rank error
-  ``eps``; ``D`` is lowered by ``eps`` of each such sketch before the p-value, so sketch error alone
-  never makes two samples of one distribution look different.  The p-value is the asymptotic
-  two-sided one of ``scipy.stats.ks_2samp(method="asymp")``: ``kstwo.sf(D, round(n·m / (n + m)))``.
-  WhyLabs' threshold for it is a p-value: anomaly when ``p < threshold``.
-* ``variation_distance`` — total variation ``½ Σ |p_i - q_i|`` over the same probability vectors
-  the other distances use (30 equal-width KLL bins over the combined range, or the union of the
-  frequent items), in [0, 1].
+``ks_test`` — two-sample Kolmogorov-Smirnov test on the columns' KLL sketches.  The statistic
+``D = max |F_baseline(x) - F_target(x)|`` is taken at the merged split points: every item either
+sketch retains (its quantiles at ranks ``0, 1/r, …, 1`` for ``r`` retained items), with inclusive
+CDFs, so for sketches that still hold every value (``n <= k``) it is exactly the empirical KS
+statistic.  A sketch past that (estimation mode) may misplace ranks by its normalized rank error
+``eps``; ``D`` is lowered by ``eps`` of each such sketch before the p-value, so sketch error alone
+never makes two samples of one distribution look different.  The p-value is the asymptotic
+two-sided one of ``scipy.stats.ks_2samp(method="asymp")``: ``kstwo.sf(D, round(n·m / (n + m)))``.
+WhyLabs' threshold for it is a p-value: anomaly when ``p < threshold``.
 
 Empty sides follow :func:`sketches.drift.column_distance`: both empty → no drift (p = 1, distance 0),
-one empty → maximal drift (p = 0, distance 1).
+one empty → maximal drift (p = 0, D = 1).
 """
 
 from __future__ import annotations
@@ -26,9 +23,8 @@ import numpy as np
 from scipy import stats
 
 from sketches import ColumnProfile
-from sketches.drift import discrete_pmfs, numeric_pmfs
 
-__all__ = ["KSTest", "ks_test", "variation_distance"]
+__all__ = ["KSTest", "ks_test"]
 
 
 class KSTest(NamedTuple):
@@ -67,21 +63,3 @@ def ks_test(baseline: ColumnProfile, target: ColumnProfile) -> KSTest:
     en = na * nb / (na + nb)
     p = float(stats.kstwo.sf(adjusted, max(1, round(en))))
     return KSTest(d, adjusted, min(1.0, max(0.0, p)), na, nb)
-
-
-def variation_distance(baseline: ColumnProfile, target: ColumnProfile, discrete: bool) -> float:
-    """Total variation distance between two column profiles (KLL bins, or frequent items if ``discrete``)."""
-    if discrete:
-        e1, e2 = baseline.fi.is_empty(), target.fi.is_empty()
-        if e1 or e2:
-            return 0.0 if e1 and e2 else 1.0
-        p, q = discrete_pmfs(baseline.fi, target.fi, baseline.fi_total, target.fi_total)
-    else:
-        e1, e2 = baseline.kll.is_empty(), target.kll.is_empty()
-        if e1 or e2:
-            return 0.0 if e1 and e2 else 1.0
-        pmfs = numeric_pmfs(baseline.kll, target.kll)
-        if pmfs is None:
-            return 0.0
-        p, q = pmfs
-    return float(0.5 * np.sum(np.abs(np.asarray(p, dtype=np.float64) - np.asarray(q, dtype=np.float64))))

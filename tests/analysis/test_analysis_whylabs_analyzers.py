@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from sketches import ColumnProfile
+from sketches.drift import column_distance
 from stream.analysis.analyzers import (
     ChildResult,
     evaluate_composite,
@@ -32,7 +33,7 @@ from stream.analysis.monitor_config import (
     parse_document,
 )
 from stream.analysis.seasonal import sarima_order
-from stream.analysis.sketch_tests import ks_test, variation_distance
+from stream.analysis.sketch_tests import ks_test
 
 HOUR = 3_600_000
 
@@ -159,14 +160,14 @@ def test_ks_test_empty_sides_and_discrete_columns() -> None:
 
 def test_variation_distance_on_frequent_items_and_histograms() -> None:
     base, target = col(["a", "a", "b", "b"]), col(["a", "a", "a", "b"])
-    assert variation_distance(base, target, True) == pytest.approx(0.25)  # ½(|.5-.75| + |.5-.25|)
+    assert column_distance("variation_distance", base, target, True) == pytest.approx(0.25)  # ½(|.5-.75| + |.5-.25|)
     r = evaluate_drift(drift(algorithm="variation_distance", metric="frequent_items", threshold=0.2), target, [base])
     assert (r.anomaly, r.distance, r.algorithm) == (True, pytest.approx(0.25), "variation_distance")
     lo, hi = col([float(v) for v in range(10)]), col([float(v) for v in range(100, 110)])
-    assert variation_distance(lo, hi, False) == pytest.approx(1.0)  # disjoint bins
-    assert variation_distance(lo, lo, False) == 0.0
-    assert variation_distance(lo, ColumnProfile(), False) == 1.0
-    assert variation_distance(ColumnProfile(), ColumnProfile(), True) == 0.0
+    assert column_distance("variation_distance", lo, hi, False) == pytest.approx(1.0)  # disjoint bins
+    assert column_distance("variation_distance", lo, lo, False) == 0.0
+    assert column_distance("variation_distance", lo, ColumnProfile(), False) == 1.0
+    assert column_distance("variation_distance", ColumnProfile(), ColumnProfile(), True) == 0.0
     assert not evaluate_drift(drift(algorithm="variation_distance"), lo, [lo]).anomaly  # default 0.7
 
 
