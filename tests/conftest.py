@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,27 @@ def embedded_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def embedded_url(embedded_path: Path, unique: str) -> str:
     return f"chdb://{embedded_path}?database=e_{unique}"
+
+
+@pytest.fixture
+def embedded(embedded_url: str) -> Store:
+    """A migrated embedded (chDB) store in a database of its own."""
+    store = Store.connect(embedded_url)
+    store.migrate()
+    return store
+
+
+@pytest.fixture
+def receivers(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Local receivers of every notification channel: HTTP (Slack, Teams, PagerDuty answering 202, a webhook,
+    one answering 500) and an SMTP server with STARTTLS (tests/receivers.py)."""
+    from tests.receivers import HttpReceiver, SmtpReceiver
+
+    out: dict[str, Any] = {"slack": HttpReceiver(), "teams": HttpReceiver(), "pd": HttpReceiver(202),
+                           "hook": HttpReceiver(), "broken": HttpReceiver(500), "smtp": SmtpReceiver(tmp_path)}
+    yield out
+    for r in out.values():
+        r.close()
 
 
 @pytest.fixture

@@ -22,13 +22,6 @@ HOUR = 3_600_000
 T0 = 1_700_000_000_000 // HOUR * HOUR
 
 
-@pytest.fixture
-def embedded(embedded_url: str) -> Store:
-    store = Store.connect(embedded_url)
-    store.migrate()
-    return store
-
-
 class Harness:
     def __init__(self, store: Store, model: str, **model_options: object) -> None:
         repo = ConfigRepository(store)

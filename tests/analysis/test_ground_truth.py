@@ -26,13 +26,6 @@ T0 = 1_700_000_000_000 // HOUR * HOUR
 N = 200
 
 
-@pytest.fixture
-def embedded(embedded_url: str) -> Store:
-    store = Store.connect(embedded_url)
-    store.migrate()
-    return store
-
-
 class Harness:
     def __init__(self, store: Store, model: str, late_ground_truth: bool = True, **settings: Any) -> None:
         ConfigRepository(store).put_model(ModelConfig(name=model, segment_keys=["in.city"],

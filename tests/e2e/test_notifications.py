@@ -14,8 +14,6 @@ each incident.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,22 +21,13 @@ import pytest
 from stream.cli.services import free_port
 from tests.e2e.conftest import HOUR, MINUTE, Stack, now_hour, window_rows
 from tests.integration.helpers import eventually
-from tests.receivers import HttpReceiver, SmtpReceiver, parts
+from tests.receivers import parts
 
 pytestmark = pytest.mark.integration
 
 N = 30
 SPREAD = [-2.0 + 4.0 * i / (N - 1) for i in range(N)]
 ROUTING_KEY = "e2e0routing0key0000000000000000a"
-
-
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"slack": HttpReceiver(), "teams": HttpReceiver(), "pd": HttpReceiver(202),
-                           "hook": HttpReceiver(), "broken": HttpReceiver(500), "smtp": SmtpReceiver(tmp_path)}
-    yield out
-    for r in out.values():
-        r.close()
 
 
 def _events(model: str, hour: int, base: float) -> list[dict[str, Any]]:

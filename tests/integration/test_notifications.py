@@ -7,8 +7,6 @@ tests/e2e/test_notifications.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ from stream.store.rules import MonitoringRepository
 from stream.worker.plan import Due
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey, WindowState
-from tests.receivers import HttpReceiver, SmtpReceiver, parts
+from tests.receivers import parts
 
 pytestmark = pytest.mark.integration
 MODEL = "notify-model"
@@ -41,15 +39,6 @@ T0 = 1_790_000_000_000 // H * H
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(channels, "BACKOFF", 0.05)
-
-
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"slack": HttpReceiver(), "teams": HttpReceiver(), "pd": HttpReceiver(202),
-                           "hook": HttpReceiver(), "broken": HttpReceiver(500), "smtp": SmtpReceiver(tmp_path)}
-    yield out
-    for r in out.values():
-        r.close()
 
 
 def _result(analyzer: str, column: str, ts: int, anomaly: bool, value: float) -> ResultRecord:
