@@ -118,9 +118,9 @@ def test_make_run_shows_the_demo_drift_as_analyzer_results_and_alerts_within_fiv
     assert all(r["value"] < 0.5 for r in same_batches)
 
     # 2. monitor, rule and assay alerts on the alerts topic (a plain consumer, from the start)
+    # (the five minutes are the waits' own deadline: each waits at most what remains of them, and raises after)
     records = asyncio.run(read_topic(demo_run.settings, "alerts", _all_sources, timeout=demo_run.remaining(),
                                      settle=0))
-    assert time.monotonic() - demo_run.started < FIVE_MINUTES
     alerts = _alerts(records)
     assert all(dict(r.headers)["schema"] == b"driftline.alert/v1" for r in records)
     assert {a["model"] for a in alerts} == {DEMO_MODEL}
