@@ -135,6 +135,7 @@ def _coupon_values(h2: npt.NDArray[np.uint64], out: npt.NDArray[np.uint8]) -> No
 
 
 Coupons: TypeAlias = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
+_U64: TypeAlias = npt.NDArray[np.uint64]
 
 
 def _double_chunks(keys: npt.NDArray[np.uint64]) -> Iterator[Coupons]:
@@ -189,6 +190,18 @@ def _padded_words(arr: pa.LargeStringArray) -> tuple[npt.NDArray[np.uint64], npt
     return padded.view("<u8").reshape(len(arr), width // 8), lengths.astype(np.uint64)
 
 
+def _block_half(k: _U64, mix: Callable[[_U64, _U64], None], h: _U64, other: _U64, rot: int, add: int,
+                live: npt.NDArray[np.bool_], tmp: _U64) -> None:
+    """One half of a MurmurHash3 x64_128 body block: mix word `k` into `h` (in place, only where `live`)."""
+    mix(k, tmp)
+    k ^= h
+    _rotl(k, rot, tmp)
+    k += other
+    k *= np.uint64(5)
+    k += np.uint64(add)
+    np.copyto(h, k, where=live)
+
+
 def _string_chunks(arr: pa.LargeStringArray) -> Iterator[Coupons]:
     """:func:`string_coupons` chunk by chunk."""
     for lo in range(0, len(arr), _CHUNK):
@@ -199,22 +212,8 @@ def _string_chunks(arr: pa.LargeStringArray) -> Iterator[Coupons]:
         blocks = lengths // np.uint64(16)
         for j in range(int(blocks.max())):
             live = blocks > j
-            k1 = rows[:, 2 * j].copy()
-            _mix_k1(k1, tmp)
-            k1 ^= h1
-            _rotl(k1, 27, tmp)
-            k1 += h2
-            k1 *= np.uint64(5)
-            k1 += np.uint64(0x52DCE729)
-            np.copyto(h1, k1, where=live)
-            k2 = rows[:, 2 * j + 1].copy()
-            _mix_k2(k2, tmp)
-            k2 ^= h2
-            _rotl(k2, 31, tmp)
-            k2 += h1
-            k2 *= np.uint64(5)
-            k2 += np.uint64(0x38495AB5)
-            np.copyto(h2, k2, where=live)
+            _block_half(rows[:, 2 * j].copy(), _mix_k1, h1, h2, 27, 0x52DCE729, live, tmp)
+            _block_half(rows[:, 2 * j + 1].copy(), _mix_k2, h2, h1, 31, 0x38495AB5, live, tmp)
         at = np.arange(rows.shape[0])
         k1 = rows[at, 2 * blocks.astype(np.intp)]
         k2 = rows[at, 2 * blocks.astype(np.intp) + 1]
