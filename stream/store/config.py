@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stream.config.models import ConfigSnapshot, ModelConfig, ModelState
 from stream.config.row_filters import filter_segment, metric_filters
 from stream.config.validations import Validation, ValidationSet
 from stream.store.client import Store, Where
 
-__all__ = ["ConfigDocument", "ConfigKind", "ConfigRepository"]
+__all__ = ["ConfigDocument", "ConfigKind", "ConfigRepository", "TypedConfigs"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
 _COLUMNS = ["kind", "model", "key", "body", "version", "deleted", "updated_at"]
 
 
@@ -177,3 +179,36 @@ class ConfigRepository:
                 if filters:
                     state.row_filters[filter_segment(filters)] = filters
         return ConfigSnapshot(version=version, models=models)
+
+
+class TypedConfigs(Generic[T]):
+    """The documents of one kind as pydantic models of one type, each keyed by a field of its own
+    (a detector's id, an estimator's score column): the typed repositories of `stream.store.detections`
+    and `stream.store.estimates` are this with their kind, type and key."""
+
+    def __init__(self, store: Store, kind: ConfigKind, parse: Callable[[Any], T], key_of: Callable[[T], str]) -> None:
+        self.config = ConfigRepository(store)
+        self.kind, self.parse, self.key_of = kind, parse, key_of
+
+    def put(self, model: str, item: T) -> int:
+        return self.config.put(self.kind, model, self.key_of(item), item.model_dump())
+
+    def get(self, model: str, key: str) -> T | None:
+        found = self.config.document(self.kind, model, key)
+        return None if found is None else self.parse(found.body())
+
+    def of_model(self, model: str) -> list[T]:
+        return [self.parse(d.body()) for d in self.config.documents(self.kind, model)]
+
+    def delete(self, model: str, key: str) -> bool:
+        return self.config.delete(self.kind, model, key)
+
+    def all(self) -> dict[str, list[T]]:
+        """model → its items, for the worker; a stored body this version cannot read is skipped."""
+        out: dict[str, list[T]] = {}
+        for found in self.config.documents(self.kind):
+            try:
+                out.setdefault(found.model, []).append(self.parse(found.body()))
+            except ValidationError as exc:
+                log.warning("%s %s of model %s ignored: %s", self.kind, found.key, found.model, exc)
+        return out

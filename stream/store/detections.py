@@ -3,27 +3,24 @@
 found at — a replayed batch finds the same change and replaces the row).
 
 The API writes configurations through :class:`DetectorRepository`; the worker reads all of them when
-its config snapshot moves (:meth:`DetectorRepository.all_configs`) and writes detections
+its config snapshot moves (:meth:`DetectorRepository.all`) and writes detections
 (:func:`write_detections`); the API lists them (:func:`list_detections`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from stream.analysis.detectors import Detection, DetectorConfig
 from stream.store.client import Store, Where
-from stream.store.config import ConfigKind, ConfigRepository
+from stream.store.config import ConfigKind, TypedConfigs
 
 __all__ = ["DETECTION_COLUMNS", "DetectorRepository", "list_detections", "write_detections"]
 
-log = logging.getLogger(__name__)
 DETECTION_COLUMNS = ("model", "detector_id", "detector", "series", "segment", "event_time", "source_topic",
                      "source_partition", "source_offset", "source_index", "value", "statistics", "alert_id",
                      "alerted", "detected_at")
@@ -33,36 +30,12 @@ def _ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-class DetectorRepository:
-    """Detector configurations of models, in the `config` table."""
+class DetectorRepository(TypedConfigs[DetectorConfig]):
+    """Detector configurations of models, in the `config` table (key = detector id)."""
 
     def __init__(self, store: Store) -> None:
-        self.config = ConfigRepository(store)
-
-    def put(self, model: str, detector: DetectorConfig) -> int:
-        return self.config.put(ConfigKind.DETECTOR, model, detector.id, detector.model_dump())
-
-    def get(self, model: str, detector_id: str) -> DetectorConfig | None:
-        found = self.config.document(ConfigKind.DETECTOR, model, detector_id)
-        return None if found is None else DetectorConfig.model_validate(found.body(), context={"stored": True})
-
-    def of_model(self, model: str) -> list[DetectorConfig]:
-        return [DetectorConfig.model_validate(d.body(), context={"stored": True})
-                for d in self.config.documents(ConfigKind.DETECTOR, model)]
-
-    def delete(self, model: str, detector_id: str) -> bool:
-        return self.config.delete(ConfigKind.DETECTOR, model, detector_id)
-
-    def all_configs(self) -> dict[str, list[DetectorConfig]]:
-        """model → its detectors, for the worker; a stored body this version cannot read is skipped."""
-        out: dict[str, list[DetectorConfig]] = {}
-        for found in self.config.documents(ConfigKind.DETECTOR):
-            try:
-                detector = DetectorConfig.model_validate(found.body(), context={"stored": True})
-                out.setdefault(found.model, []).append(detector)
-            except ValidationError as exc:
-                log.warning("detector %s of model %s ignored: %s", found.key, found.model, exc)
-        return out
+        super().__init__(store, ConfigKind.DETECTOR,
+                         lambda body: DetectorConfig.model_validate(body, context={"stored": True}), lambda d: d.id)
 
 
 def write_detections(store: Store, source_topic: str, detections: Sequence[Detection]) -> int:

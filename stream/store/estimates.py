@@ -8,20 +8,16 @@ merge by addition (:mod:`stream.analysis.cbpe`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from stream.analysis.cbpe import Estimator
 from stream.store.client import Store, Where
-from stream.store.config import ConfigKind, ConfigRepository
+from stream.store.config import ConfigKind, TypedConfigs
 
 __all__ = ["ESTIMATE_COLUMNS", "EstimateRow", "EstimatorRepository", "window_estimates", "write_estimates"]
 
-log = logging.getLogger(__name__)
 ESTIMATE_COLUMNS = ("model", "granularity", "segment", "window_start", "source_topic", "source_partition",
                     "since_offset", "column", "n", "tp", "fp", "fn", "tn", "version", "written_at")
 
@@ -41,34 +37,11 @@ class EstimateRow:
     version: int  # the state's max offset
 
 
-class EstimatorRepository:
-    """Estimators of models, in the `config` table."""
+class EstimatorRepository(TypedConfigs[Estimator]):
+    """Estimators of models, in the `config` table (key = score column)."""
 
     def __init__(self, store: Store) -> None:
-        self.config = ConfigRepository(store)
-
-    def put(self, model: str, estimator: Estimator) -> int:
-        return self.config.put(ConfigKind.ESTIMATOR, model, estimator.column, estimator.model_dump())
-
-    def get(self, model: str, column: str) -> Estimator | None:
-        found = self.config.document(ConfigKind.ESTIMATOR, model, column)
-        return None if found is None else Estimator.model_validate(found.body())
-
-    def of_model(self, model: str) -> list[Estimator]:
-        return [Estimator.model_validate(d.body()) for d in self.config.documents(ConfigKind.ESTIMATOR, model)]
-
-    def delete(self, model: str, column: str) -> bool:
-        return self.config.delete(ConfigKind.ESTIMATOR, model, column)
-
-    def all_estimators(self) -> dict[str, list[Estimator]]:
-        """model → its estimators, for the worker; a stored body this version cannot read is skipped."""
-        out: dict[str, list[Estimator]] = {}
-        for found in self.config.documents(ConfigKind.ESTIMATOR):
-            try:
-                out.setdefault(found.model, []).append(Estimator.model_validate(found.body()))
-            except ValidationError as exc:
-                log.warning("estimator %s of model %s ignored: %s", found.key, found.model, exc)
-        return out
+        super().__init__(store, ConfigKind.ESTIMATOR, Estimator.model_validate, lambda e: e.column)
 
 
 def write_estimates(store: Store, source_topic: str, rows: Sequence[EstimateRow]) -> int:

@@ -66,8 +66,8 @@ class StreamWorker:
             if version == self.snapshot.version and self.snapshot.version:
                 return False
             snapshot = await asyncio.to_thread(self.config.snapshot)
-            self.detector_configs = await asyncio.to_thread(DetectorRepository(self.store).all_configs)
-            self.estimators = await asyncio.to_thread(EstimatorRepository(self.store).all_estimators)
+            self.detector_configs = await asyncio.to_thread(DetectorRepository(self.store).all)
+            self.estimators = await asyncio.to_thread(EstimatorRepository(self.store).all)
             self.detectors.forget(self.detector_configs)
             self.snapshot = snapshot
             return True
