@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import shutil
 import signal
 import subprocess
@@ -39,8 +38,17 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
-from common import Ratio, percentile, report
-from stream_throughput import ARROW_HEADERS, proc_status, produce, worker_metrics
+from common import (
+    ARROW_HEADERS,
+    Ratio,
+    percentile,
+    proc_status,
+    produce,
+    report,
+    start_worker,
+    stop_worker,
+    worker_metrics,
+)
 
 from api.main import create_app
 from stream.cli.services import LocalBroker, LocalClickHouse, free_port
@@ -52,7 +60,6 @@ from stream.store.config import ConfigRepository
 from stream.store.keys import create_key
 from stream.worker.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY_MS, HOUR_MS = 86_400_000, 3_600_000
 PROBE_EVENTS = 100
 
@@ -209,9 +216,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, clickhouse: LocalClickHouse, 
     asyncio.run(produce(settings, values, ARROW_HEADERS))
     del values
     log = root / f"{s.name}-worker.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
-                                env={**os.environ, **settings.env()}, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = start_worker(settings, log)
 
     async def drive() -> None:
         await observe(settings.worker_web_port, proc, out, s.events, args.timeout)
@@ -228,13 +233,7 @@ def run_scenario(s: Scenario, broker: LocalBroker, clickhouse: LocalClickHouse, 
         out.ok, out.note = False, f"{type(exc).__name__}: {exc} (worker log tail: …" \
                                   f"{log.read_text(errors='replace')[-1500:]})"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_worker(proc)
     return out
 
 

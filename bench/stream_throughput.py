@@ -29,12 +29,10 @@ import asyncio
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +41,16 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.ipc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from common import ARROW_HEADERS, Ratio, proc_status, produce, start_worker, stop_worker, worker_metrics
+from common import report as bench_report
 
 from stream.cli.services import LocalBroker, free_port
 from stream.settings import Settings
 from stream.worker.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 ARROW_BATCH = 10_000
-ARROW_HEADERS = [("content-type", b"application/vnd.apache.arrow.stream")]
 TARGETS = {"json": 20_000.0, "arrow": 200_000.0}
 CITIES = np.array(["Boston", "Austin", "Denver", "Seattle", "Miami", "Chicago", "Portland", "Atlanta"])
 DEVICES = np.array(["ios", "android", "web"])
@@ -114,25 +112,6 @@ def arrow_messages(n: int, seed: int, start_ms: int, model: str) -> list[bytes]:
 
 
 # -- kafka helpers ----------------------------------------------------------------------------
-async def produce(settings: Settings, values: list[bytes], headers: list[tuple[str, bytes]]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20,
-                                max_batch_size=1 << 20, max_request_size=64 << 20, acks=1)
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        pending = []
-        for i, value in enumerate(values):
-            pending.append(await producer.send(settings.topic("events"), value, key=str(i).encode(),
-                                               headers=headers))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return time.perf_counter() - started
-
-
 async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
@@ -168,35 +147,6 @@ async def group_lag(admin: AIOKafkaAdminClient, group: str, ends: dict[TopicPart
 
 
 # -- worker observation -----------------------------------------------------------------------
-def worker_metrics(port: int) -> tuple[float, float] | None:
-    """(messages consumed, events decoded) from the worker's /metrics; None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    consumed = decoded = 0.0
-    for line in text.splitlines():
-        if line.startswith("driftline_events_decoded_total{"):
-            decoded += float(line.rpartition(" ")[2])
-        elif line.startswith("driftline_events_consumed_total "):
-            consumed += float(line.rpartition(" ")[2])
-    return consumed, decoded
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM of a process in bytes."""
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def py_spy_breakdown(path: Path, top: int = 14) -> str:
     """The worker's time by function from py-spy's raw stacks ("frame;frame;... count" lines): the
     share of samples whose stack holds each Driftline/Faust/aiokafka function (inclusive)."""
@@ -345,9 +295,7 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
     result.raw_seconds = asyncio.run(raw_drain(settings, result.messages))
     print(f"[{name}] worker…", flush=True)
     log = root / f"{tag}-worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
-                                env={**os.environ, **settings.env()}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = start_worker(settings, log)
     spy = None
     if py_spy:
         spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
@@ -356,13 +304,7 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
     try:
         asyncio.run(observe(settings, proc, result, timeout))
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_worker(proc)
         if spy is not None:
             spy.wait(30)
     if not result.ok:
@@ -446,9 +388,6 @@ def main() -> int:
     report(results)
     for stacks in sorted(root.glob("*.pyspy.txt")) if py_spy else []:
         print(py_spy_breakdown(stacks))
-    from common import Ratio  # bench/ is on the path when run as a script (not when imported)
-    from common import report as bench_report
-
     ratios = [Ratio(f"stream {r.name}: worker events/s vs raw consumer drain (same run)", r.rate, "events/s",
                     "raw drain", r.raw_rate) for r in results if r.ok and not r.detectors]
     plain = {r.name: r for r in results if r.ok and not r.detectors}
