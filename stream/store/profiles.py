@@ -319,14 +319,7 @@ def _merge_cut_days(store: Store, model: str, granularity: str, where: Where, da
     where.add(f"has({{days:Array(Tuple(String, Int64))}}, (segment, {_BUCKET.replace('unit', 'day_ms')}))",
               days=sorted(days), day_ms=DAY_MS)
     hours = _bucket_fingerprints(store, where, HOUR_MS)
-    merged: dict[DayKey, DatasetProfile] = {}
-    missing: list[DayKey] = []
-    for (seg, hour), (n, v) in hours.items():
-        cached = _day_cache.get(_cache_key(store, model, granularity, seg, hour, HOUR_MS, start_ms, end_ms, n, v))
-        if cached is not None:
-            merged[(seg, hour)] = cached
-        else:
-            missing.append((seg, hour))
+    merged, missing = _cached(store, model, granularity, hours, HOUR_MS, start_ms, end_ms)
     for (seg, hour), profile in _merge_buckets(store, where, missing, HOUR_MS).items():
         merged[(seg, hour)] = profile
         n, v = hours[(seg, hour)]
@@ -336,6 +329,21 @@ def _merge_cut_days(store: Store, model: str, granularity: str, where: Where, da
         if (seg, hour) in merged:
             per_day.setdefault((seg, hour * HOUR_MS // DAY_MS), []).append(merged[(seg, hour)])
     return {key: DatasetProfile.merge_many(parts) for key, parts in per_day.items()}
+
+
+def _cached(store: Store, model: str, granularity: str, fingerprints: dict[DayKey, tuple[int, int]], unit_ms: int,
+            start_ms: int, end_ms: int) -> tuple[dict[DayKey, DatasetProfile], list[DayKey]]:
+    """The buckets (segment, day or hour) whose merge the cache holds with the same fingerprint, and the
+    others, in fingerprint order."""
+    merged: dict[DayKey, DatasetProfile] = {}
+    missing: list[DayKey] = []
+    for (seg, bucket), (n, v) in fingerprints.items():
+        cached = _day_cache.get(_cache_key(store, model, granularity, seg, bucket, unit_ms, start_ms, end_ms, n, v))
+        if cached is not None:
+            merged[(seg, bucket)] = cached
+        else:
+            missing.append((seg, bucket))
+    return merged, missing
 
 
 def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: int,
@@ -349,14 +357,7 @@ def rollup(store: Store, model: str, granularity: str, start_ms: int, end_ms: in
     (:func:`_merge_cut_days`)."""
     where = profile_where(model, granularity, start_ms=start_ms, end_ms=end_ms, segment=segment)
     fingerprints = _bucket_fingerprints(store, where)
-    merged: dict[DayKey, DatasetProfile] = {}
-    missing: list[DayKey] = []
-    for (seg, day), (n, v) in fingerprints.items():
-        cached = _day_cache.get(_cache_key(store, model, granularity, seg, day, DAY_MS, start_ms, end_ms, n, v))
-        if cached is not None:
-            merged[(seg, day)] = cached
-        else:
-            missing.append((seg, day))
+    merged, missing = _cached(store, model, granularity, fingerprints, DAY_MS, start_ms, end_ms)
     whole = {(seg, day) for seg, day in missing if start_ms <= day * DAY_MS and (day + 1) * DAY_MS <= end_ms}
     if whole:
         for (seg, day), profile in _stored_rollups(store, model, granularity, whole, fingerprints).items():
