@@ -68,6 +68,14 @@ def read_secret(env: Mapping[str, str], name: str, file_name: str) -> tuple[Secr
         raise ConfigError(f"{file_name}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
 
+def secret_env(name: str, file_name: str, secret: SecretStr, path: Path | None) -> dict[str, str]:
+    """The inverse of :func:`read_secret`: the file's name when the secret came from a file (so a child
+    process reads it there too), else the secret itself when set."""
+    if path is not None:
+        return {file_name: str(path)}
+    return {name: secret.get_secret_value()} if secret.get_secret_value() else {}
+
+
 def _existing(setting: str, path: Path | None) -> None:
     if path is not None and not path.is_file():
         raise ConfigError(f"{setting}: no such file {path}")
@@ -162,10 +170,8 @@ class KafkaSecurity(BaseModel):
         out: dict[str, str] = {self.ENV["protocol"]: self.protocol, self.ENV["sasl_mechanism"]: self.sasl_mechanism}
         if self.sasl_username:
             out[self.ENV["sasl_username"]] = self.sasl_username
-        if self.sasl_password_file is not None:
-            out[self.ENV["sasl_password_file"]] = str(self.sasl_password_file)
-        elif self.sasl_password.get_secret_value():
-            out[self.ENV["sasl_password"]] = self.sasl_password.get_secret_value()
+        out |= secret_env(self.ENV["sasl_password"], self.ENV["sasl_password_file"], self.sasl_password,
+                          self.sasl_password_file)
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if (path := getattr(self, name)) is not None:
                 out[self.ENV[name]] = str(path)
@@ -280,10 +286,7 @@ class ClickHouseAccess(BaseModel):
                 out[self.ENV[name]] = str(path)
         if self.username:
             out[self.ENV["username"]] = self.username
-        if self.password_file is not None:
-            out[self.ENV["password_file"]] = str(self.password_file)
-        elif self.password.get_secret_value():
-            out[self.ENV["password"]] = self.password.get_secret_value()
+        out |= secret_env(self.ENV["password"], self.ENV["password_file"], self.password, self.password_file)
         return out
 
     def secrets(self) -> list[str]:
