@@ -54,9 +54,8 @@ def merged_from_rows(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[tu
 
 
 def test_past_days_are_rolled_incrementally_as_windows_are_written(
-        embedded_url: str, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
-    store = Store.connect(embedded_url)
-    store.migrate()
+        embedded: Store, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
+    store = embedded
     rng = np.random.default_rng(3)
     values: dict[int, np.ndarray] = {}
     day = D0 // DAY
@@ -93,18 +92,16 @@ def test_past_days_are_rolled_incrementally_as_windows_are_written(
     assert merged_from_rows == []
 
 
-def test_todays_windows_are_not_rolled(embedded_url: str) -> None:
-    store = Store.connect(embedded_url)
-    store.migrate()
+def test_todays_windows_are_not_rolled(embedded: Store) -> None:
+    store = embedded
     today = int(time.time() * 1000) // DAY * DAY
     profiles.write_windows(store, "events", _windows([0], 1, np.random.default_rng(4), {}, start=today))
     assert profiles._rollup_rows(store, "roll", "hourly", [("", today // DAY)]) == {}
 
 
 def test_compact_days_merges_only_missing_or_stale_days(
-        embedded_url: str, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
-    store = Store.connect(embedded_url)
-    store.migrate()
+        embedded: Store, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
+    store = embedded
     rng = np.random.default_rng(5)
     profiles.write_windows(store, "events", _windows(range(48), 1, rng, {}))
     now = D0 + 3 * DAY
@@ -116,9 +113,8 @@ def test_compact_days_merges_only_missing_or_stale_days(
 
 
 def test_a_moving_range_decodes_only_the_hours_it_newly_covers_or_that_changed(
-        embedded_url: str, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
-    store = Store.connect(embedded_url)
-    store.migrate()
+        embedded: Store, merged_from_rows: list[tuple[int, list[tuple[str, int]]]]) -> None:
+    store = embedded
     rng = np.random.default_rng(6)
     values: dict[int, np.ndarray] = {}
     today = int(time.time() * 1000) // DAY * DAY  # today's windows: never rolled into a day merge
