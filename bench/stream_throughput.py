@@ -163,7 +163,7 @@ def py_spy_breakdown(path: Path, top: int = 14) -> str:
         for name in names:
             shares[name] += int(count)
     rows = [f"  {100 * n / total:5.1f}%  {name}" for name, n in shares.most_common(top)] if total else []
-    return "\n".join([f"{path.name}: {total} samples (50/s, all threads); inclusive share", *rows])
+    return "\n".join([f"{path.name}: {total} samples (all threads); inclusive share", *rows])
 
 
 @dataclass
@@ -270,7 +270,7 @@ def register_model(settings: Settings, model: str, detectors: bool) -> None:
 
 
 def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions: int, timeout: float,
-                 py_spy: str | None = None, detectors: bool | None = None) -> Result:
+                 py_spy: str | None = None, detectors: bool | None = None, py_spy_rate: int = 50) -> Result:
     """One timed worker run; `detectors` (None: the model registers itself on its first event) False / True:
     registered beforehand without / with two change detectors."""
     tag = f"{name}{'-det' if detectors else ''}{os.getpid()}"
@@ -298,7 +298,7 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
     proc = start_worker(settings, log)
     spy = None
     if py_spy:
-        spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
+        spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", str(py_spy_rate), "--nonblocking",
                                 "-o", str(root / f"{name}.pyspy.txt"), "--pid", str(proc.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -353,6 +353,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker logs)")
     parser.add_argument("--py-spy", action="store_true",
                         help="sample the worker with py-spy (raw stacks in the kept directory; implies --keep)")
+    parser.add_argument("--py-spy-rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--json", action="store_true", help="also print one machine-readable BENCH-JSON line")
     parser.add_argument("--detectors", action="store_true",
                         help="run each scenario twice: without and with two change detectors and a CBPE "
@@ -375,7 +376,8 @@ def main() -> int:
             broker = LocalBroker(root / f"broker-{name}{'-det' if det else ''}", port=free_port())
             try:
                 broker.up()
-                results.append(run_scenario(name, n, broker, root, args.partitions, args.timeout, py_spy, det))
+                results.append(run_scenario(name, n, broker, root, args.partitions, args.timeout, py_spy, det,
+                                                         args.py_spy_rate))
             except Exception as exc:  # report what ran; one failing scenario does not hide the other
                 results.append(Result(name, n, 0, ok=False, note=f"{type(exc).__name__}: {exc}", detectors=bool(det)))
             finally:

@@ -57,7 +57,7 @@ _FI_ERR = ds.frequent_items_error_type.NO_FALSE_NEGATIVES
 _HLL_TYPE = ds.tgt_hll_type.HLL_4
 _KLL_SLICE = 1 << 16  # values per KLL update call
 _DROP_NULLS_MIN = 4096  # rows from which a float column's nulls are dropped (polars: ~100 µs a call)
-_SMALL_DISTINCT = 256  # distinct strings in a batch below which HLL gets plain per-value calls
+_SMALL_DISTINCT = 1024  # distinct strings in a batch up to which HLL gets plain per-value calls (measured: cheaper)
 
 
 def _to_series(values: pl.Series | pa.Array | pa.ChunkedArray | Sequence[Any]) -> pl.Series:
@@ -211,11 +211,14 @@ class ColumnProfile:
             else:
                 values = [values[i] for i in keep.tolist()]
             counts = counts[keep]
-        if isinstance(values, np.ndarray):
-            values = values.tolist()
-        elif isinstance(values, pl.Series):
-            values = values.to_list()
-        texts = (str(v)[:MAX_STRING_LEN] for v in values)
+        if isinstance(values, np.ndarray):  # integral values, rendered as text
+            texts = list(map(str, values.tolist()))
+        else:
+            texts = values.to_list() if isinstance(values, pl.Series) else list(values)
+            if texts and not isinstance(texts[0], str):
+                texts = list(map(str, texts))
+        if texts and max(map(len, texts)) > MAX_STRING_LEN:  # one C-level pass finds the rare long ones
+            texts = [t[:MAX_STRING_LEN] for t in texts]
         list(map(self.fi.update, texts, counts.tolist()))
 
     # ------------------------------------------------------------------ merging
