@@ -34,25 +34,32 @@ import asyncio
 import atexit
 import enum
 import gc
+import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiokafka
 import faust
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import ConsumerRecord
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP, Message, TransportT
+from faust.types import TP, TransportT
+from faust.types.tuples import ack_lock
 from mode import ServiceT
+from mode.utils.futures import notify
 
 from stream import telemetry
 
 log = logging.getLogger(__name__)
 # Let other tasks (timers, the web server, heartbeats) run at least this often while draining.
 YIELD_EVERY = 100
+# Value bytes the buffer holds at most (besides its message count): batch messages can be large.
+BUFFER_BYTES = 64 * 1024 * 1024
 # How often a full buffer is checked for room again (seconds).
 FULL_BUFFER_POLL = 0.005
 # How long the buffer may stay empty before offsets buffered but never handed over are read again.
@@ -116,6 +123,11 @@ class OffsetSequence:
     def next_offset(self, tp: Any) -> int | None:
         return self._next.get(tp)
 
+    def advance(self, tp: Any, offset: int) -> None:
+        """Records up to `offset` (exclusive) were taken in order, starting at the next offset."""
+        self._next[tp] = offset
+        self._repairing.pop(tp, None)
+
     def partitions(self) -> list[Any]:
         return list(self._next)
 
@@ -156,45 +168,90 @@ class ReadCommittedConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         return consumer
 
 
-class RawBuffer:
-    """The bounded FIFO of raw messages between the fetch loop (one producer) and the agent (one
-    consumer), taken in bulk. Like Faust's stream buffers it is cleared when flow control resumes
-    after a rebalance. (An `asyncio.Queue` costs several Python calls per item each way, which at
-    one event per message was a sixth of the agent's time.)
+@dataclass(eq=False, slots=True, weakref_slot=True)
+class Run:
+    """Records of one raw partition as one fetch delivered them (offsets ascending), tagged with the
+    consumer generation they were fetched in. The unit that is buffered, taken, pending and
+    acknowledged: per-message Python on the way from the fetch to the agent was most of the
+    single-event path's overhead. `acked` and `refcount` are what Faust's rebalance reads of the
+    pending messages it waits for (`Consumer.wait_empty`)."""
 
-    >>> buffer = RawBuffer(maxsize=2)
-    >>> buffer.put("a"); buffer.put("b"); buffer.full()
+    tp: TP
+    generation: int
+    records: list[ConsumerRecord[Any, Any]]
+    nbytes: int
+    acked: bool = False
+    refcount: int = 0
+
+    @classmethod
+    def of(cls, tp: TP, generation: int, records: list[ConsumerRecord[Any, Any]]) -> Run:
+        return cls(tp, generation, records, sum(r.serialized_value_size for r in records))
+
+    @property
+    def offsets(self) -> list[int]:
+        return [r.offset for r in self.records]
+
+
+class RawBuffer:
+    """The bounded FIFO of runs between the fetch loop (one producer) and the agent (one consumer),
+    taken in bulk by message count. Bounded by messages and by value bytes (a run that arrives while
+    there is room may pass either bound once). Like Faust's stream buffers it is cleared when flow
+    control resumes after a rebalance.
+
+    >>> tp = TP("t", 0)
+    >>> rec = lambda o: ConsumerRecord("t", 0, o, 0, 0, None, b"{}", None, 0, 2, ())
+    >>> buffer = RawBuffer(maxsize=3)
+    >>> buffer.put(Run.of(tp, 1, [rec(0), rec(1)])); buffer.put(Run.of(tp, 1, [rec(2)])); buffer.full()
     True
-    >>> buffer.take(5), len(buffer)
-    (['a', 'b'], 0)
+    >>> [run.offsets for run in buffer.take(2)], len(buffer)
+    ([[0, 1]], 1)
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_bytes: int = BUFFER_BYTES) -> None:
         self.maxsize = maxsize
-        self._items: deque[Message] = deque()
+        self.max_bytes = max_bytes
+        self._runs: deque[Run] = deque()
+        self._messages = 0
+        self._bytes = 0
         self._filled = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._messages
 
     def full(self) -> bool:
-        return len(self._items) >= self.maxsize
+        return self._messages >= self.maxsize or self._bytes >= self.max_bytes
 
-    def put(self, message: Message) -> None:
-        self._items.append(message)
+    def put(self, run: Run) -> None:
+        self._runs.append(run)
+        self._messages += len(run.records)
+        self._bytes += run.nbytes
         self._filled.set()
 
-    def take(self, limit: int) -> list[Message]:
-        """Up to `limit` messages, oldest first."""
-        items = self._items
-        return [items.popleft() for _ in range(min(limit, len(items)))]
+    def take(self, limit: int) -> list[Run]:
+        """Runs of up to `limit` messages in all, oldest first (the last one may be split)."""
+        taken: list[Run] = []
+        runs = self._runs
+        while runs and limit > 0:
+            run = runs[0]
+            if len(run.records) > limit:
+                head = Run.of(run.tp, run.generation, run.records[:limit])
+                runs[0] = Run(run.tp, run.generation, run.records[limit:], run.nbytes - head.nbytes)
+                run = head
+            else:
+                runs.popleft()
+            taken.append(run)
+            limit -= len(run.records)
+            self._messages -= len(run.records)
+            self._bytes -= run.nbytes
+        return taken
 
     def clear(self) -> None:
-        self._items.clear()
+        self._runs.clear()
+        self._messages = self._bytes = 0
 
     async def wait(self, timeout: float) -> bool:
         """Wait until the buffer holds a message; False when `timeout` seconds pass first."""
-        if self._items:
+        if self._runs:
             return True
         self._filled.clear()
         try:
@@ -227,49 +284,71 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             self.app.flow_control.manage_queue(self.raw_buffers[topic])  # type: ignore[arg-type]
         return self.raw_buffers[topic]
 
-    def admit(self, messages: list[Message]) -> list[Message]:
-        """The messages the agent gets, each marked pending: only while flow is active (not during a
-        rebalance), only those fetched in the current generation, and only in sequence; a message
+    def admit(self, runs: list[Run]) -> list[Run]:
+        """The runs the agent gets, each marked pending: only while flow is active (not during a
+        rebalance), only those fetched in the current generation, and only in sequence; a record
         past a hole has the fetch loop seek back to the hole."""
         if not self.app.flow_control.is_active():
             return []
         generation, sequence = self.app.consumer_generation_id, self.sequence
-        expecting = sequence._next  # the in-order case, inlined: one dict look-up per message
         pending = self._unacked_messages.add
-        admitted: list[Message] = []
-        for message in messages:
-            if message.generation_id != generation:
+        admitted: list[Run] = []
+        for run in runs:
+            if run.generation != generation:
                 continue
-            tp, offset = message.tp, message.offset
-            expected = expecting.get(tp)
-            if offset == expected:
-                expecting[tp] = offset + 1
-                if sequence._repairing:
-                    sequence._repairing.pop(tp, None)
-                pending(message)
-                admitted.append(message)
+            tp, records = run.tp, run.records
+            first, last = records[0].offset, records[-1].offset
+            if first == sequence.next_offset(tp) and last - first + 1 == len(records):  # in order, no hole
+                sequence.advance(tp, last + 1)
+                pending(run)  # type: ignore[arg-type]
+                admitted.append(run)
                 continue
-            verdict = sequence.admit(tp, offset)
-            if verdict is Verdict.SEEK_BACK:
-                log.info("offsets %s..%d of %s went missing before the agent: reading them again",
-                         expected, offset - 1, tp)
-                telemetry.OFFSET_HOLES.inc()
-                self.request_seek(tp, cast(int, expected))
-                continue
-            if verdict is Verdict.GAP:
-                # Offsets without records count as acknowledged, or the commit could not pass them
-                # (what Faust's fetcher does for every gap it reads past).
-                self._gap[tp].addi(cast(int, expected), offset)
-                self._gap[tp].merge_overlaps()
-            elif verdict is Verdict.DROP:
-                continue
-            # Pending from the moment it is taken: a rebalance clears the buffer and then waits for
-            # pending messages, so a half-gathered batch is finished, not half-dropped. (Faust's
-            # `track_message` also calls its sensors per message, a third of this loop: the worker
-            # counts consumed messages per batch in its own metrics instead.)
-            pending(message)
-            admitted.append(message)
+            taken = [r for r in records if self._admit_record(tp, r.offset)]
+            if taken:
+                part = Run.of(tp, generation, taken)
+                pending(part)  # type: ignore[arg-type]
+                admitted.append(part)
         return admitted
+
+    def _admit_record(self, tp: TP, offset: int) -> bool:
+        """One record of a run that is not simply the next offsets: the sequence's verdict."""
+        expected = self.sequence.next_offset(tp)
+        verdict = self.sequence.admit(tp, offset)
+        if verdict is Verdict.SEEK_BACK:
+            log.info("offsets %s..%d of %s went missing before the agent: reading them again",
+                     expected, offset - 1, tp)
+            telemetry.OFFSET_HOLES.inc()
+            self.request_seek(tp, cast(int, expected))
+            return False
+        if verdict is Verdict.GAP:
+            # Offsets without records count as acknowledged, or the commit could not pass them
+            # (what Faust's fetcher does for every gap it reads past).
+            self._gap[tp].addi(cast(int, expected), offset)
+            self._gap[tp].merge_overlaps()
+        return verdict is not Verdict.DROP
+
+    def acknowledge(self, runs: Sequence[Run]) -> None:
+        """Mark the runs processed, so their offsets may be committed (Faust's `ack` for a whole run:
+        the same bookkeeping under the same lock, one set and list update per run)."""
+        with ack_lock:
+            for run in runs:
+                if run.acked:
+                    continue
+                run.acked = True
+                self._unacked_messages.discard(run)  # type: ignore[arg-type]
+                if not self.app.topics.acks_enabled_for(run.tp.topic):
+                    continue
+                offsets = run.offsets
+                committed = self._committed_offset[run.tp]
+                if committed is not None and offsets[0] < committed:
+                    offsets = [o for o in offsets if o >= committed]
+                acked_index = self._acked_index[run.tp]
+                if not acked_index.isdisjoint(offsets):
+                    offsets = [o for o in offsets if o not in acked_index]
+                acked_index.update(offsets)
+                self._acked[run.tp].extend(offsets)
+                self._n_acked += len(offsets)
+            notify(self._waiting_for_ack)
 
     def member_id(self) -> str:
         """Our consumer-group member id ("" before the first join): aiokafka's coordinator knows it."""
@@ -328,21 +407,21 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             self._seek_requests.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
-    def _put_now(self, buffer: RawBuffer, message: Message) -> bool:
-        """Buffer `message` if it is of the current generation, flow control allows it and there is
+    def _put_now(self, buffer: RawBuffer, run: Run) -> bool:
+        """Buffer `run` if it is of the current generation, flow control allows it and there is
         room; False otherwise (nothing buffered)."""
-        if message.generation_id == self.app.consumer_generation_id and not self.suspend_flow.is_set() \
+        if run.generation == self.app.consumer_generation_id and not self.suspend_flow.is_set() \
                 and self.app.flow_control.is_active() and not buffer.full():
-            buffer.put(message)
-            self._buffered[message.tp] = message.offset
+            buffer.put(run)
+            self._buffered[run.tp] = run.records[-1].offset
             return True
         return False
 
-    async def _put_raw(self, buffer: RawBuffer, message: Message) -> bool:
-        """Buffer `message` once flow control allows it and there is room; False when a rebalance
+    async def _put_raw(self, buffer: RawBuffer, run: Run) -> bool:
+        """Buffer `run` once flow control allows it and there is room; False when a rebalance
         began meanwhile (it is read again: from the committed offset, or by a seek back)."""
-        while message.generation_id == self.app.consumer_generation_id and not self.suspend_flow.is_set():
-            if self._put_now(buffer, message):
+        while run.generation == self.app.consumer_generation_id and not self.suspend_flow.is_set():
+            if self._put_now(buffer, run):
                 return True
             await asyncio.sleep(FULL_BUFFER_POLL)
         return False
@@ -357,56 +436,44 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
         self._fetched.pop(tp, None)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        callback = self.callback
-        read_offsets = self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        """Faust's fetch loop (`Consumer._drain_messages` with its `getmany`), by partition: the records
+        of a raw topic go to its buffer as one run per partition and fetch; other topics (changelogs)
+        are delivered message by message exactly as Faust does."""
         fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
-        seek_requests, fetched = self._seek_requests, self._fetched
-        since_yield = 0
         try:
             while not (self._stopped.is_set() or fetcher_stopped()):
-                for tp in list(seek_requests):
+                for tp in list(self._seek_requests):
                     await self._perform_seek_request(tp)
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
-                skipped: set[TP] = set()  # raw partitions whose rest of this fetch is read again
+                records, active_partitions = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
-                if self.should_stop:
-                    break
-                async for tp, message in records:
-                    since_yield += 1
-                    if since_yield >= YIELD_EVERY:
-                        since_yield = 0
-                        await asyncio.sleep(0)
+                if records is None or self.should_stop:
+                    if self.should_stop:
+                        break
+                    continue
+                if not self.flow_active:  # as Faust's getmany: seek back to the committed offsets
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:
+                        log.warning("seek while flow is not active failed: %s", exc)
+                    continue
+                generation = self.app.consumer_generation_id
+                for tp, fetched in records.items():
+                    if not self.flow_active or self.app.consumer_generation_id != generation:
+                        break  # a rebalance began: the rest is read again from the committed offsets
+                    if active_partitions is not None and tp not in active_partitions \
+                            and tp not in self._buffered_partitions:
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    buffer = self.raw_buffers.get(message.topic)
-                    if buffer is not None:
-                        if seek_requests and tp in seek_requests:
-                            await self._perform_seek_request(tp)
-                            skipped.add(tp)
-                        if tp in skipped:
-                            continue
-                        last = fetched.get(tp)
-                        if last is not None and message.offset > last + 1:
-                            self.sequence.note_absent(tp, last + 1, message.offset)
-                        fetched[tp] = message.offset
-                        # Mostly there is room at once: no coroutine per message then.
-                        if not self._put_now(buffer, message) and not await self._put_raw(buffer, message):
-                            skipped.add(tp)
-                            fetched.pop(tp, None)  # what follows it is not read in order any more
-                            continue
-                        read_offsets[tp] = message.offset
-                        continue
-                    # Other topics (changelogs) exactly as Faust's own fetcher delivers them.
-                    previous = read_offsets[tp]
-                    if previous is not None and message.offset < previous:
-                        continue
-                    if previous and message.offset - previous > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, previous + 1, message.offset)
-                    await self.wait_first(callback(message), self.suspend_flow.wait())
-                    read_offsets[tp] = message.offset
+                    buffer = self.raw_buffers.get(tp.topic)
+                    if buffer is None:
+                        await self._deliver(tp, fetched, generation)
+                    elif fetched:
+                        await self._buffer_run(buffer, tp, fetched, generation)
+                    await asyncio.sleep(0)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except (asyncio.CancelledError, *self.consumer_stopped_errors):  # type: ignore[misc]
             if self.transport.app.should_stop:
@@ -414,6 +481,46 @@ class BatchDeliveryConsumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _buffer_run(self, buffer: RawBuffer, tp: TP, records: list[ConsumerRecord[Any, Any]],
+                          generation: int) -> None:
+        """One partition's fetched records into its raw buffer as one run (in order, as fetched)."""
+        if tp in self._seek_requests:  # the rest of this fetch is read again after the seek
+            await self._perform_seek_request(tp)
+            return
+        last = self._fetched.get(tp)
+        first = records[0].offset
+        if last is not None and first > last + 1:
+            self.sequence.note_absent(tp, last + 1, first)
+        if records[-1].offset - first + 1 != len(records):  # offsets without records inside the fetch
+            for a, b in itertools.pairwise(records):
+                if b.offset > a.offset + 1:
+                    self.sequence.note_absent(tp, a.offset + 1, b.offset)
+        run = Run.of(tp, generation, records)
+        # Mostly there is room at once: no coroutine then.
+        if not self._put_now(buffer, run) and not await self._put_raw(buffer, run):
+            self._fetched.pop(tp, None)  # what follows it is not read in order any more
+            return
+        self._fetched[tp] = records[-1].offset
+        self._read_offset[tp] = records[-1].offset
+
+    async def _deliver(self, tp: TP, records: list[ConsumerRecord[Any, Any]], generation: int) -> None:
+        """Records of a topic without a raw buffer (changelogs), one Faust message each, as Faust's
+        own fetcher delivers them."""
+        read_offsets = self._read_offset
+        for count, record in enumerate(records, 1):
+            if self.app.consumer_generation_id != generation:
+                return
+            if not count % YIELD_EVERY:
+                await asyncio.sleep(0)
+            message = self._to_message(tp, record)
+            previous = read_offsets[tp]
+            if previous is not None and message.offset < previous:
+                continue
+            if previous and message.offset - previous > 1 and self.app.topics.acks_enabled_for(message.topic):
+                await self._add_gap(tp, previous + 1, message.offset)
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            read_offsets[tp] = message.offset
 
 
 class BatchDeliveryTransport(aiokafka_driver.Transport):
@@ -464,10 +571,10 @@ def tune_gc() -> None:
 
 
 async def take_batches(app: BatchDeliveryApp, stream: faust.StreamT[Any], max_messages: int, within: float,
-                       buffer_size: int) -> AsyncIterator[list[Message]]:
-    """Lists of up to `max_messages` raw messages of `stream`'s topic, each gathered for at most
-    `within` seconds after its first message. Every message is marked pending; acknowledge the list
-    with `acknowledge` once its effects are durable."""
+                       buffer_size: int) -> AsyncIterator[list[Run]]:
+    """Runs of up to `max_messages` raw messages in all of `stream`'s topic, each list gathered for at
+    most `within` seconds after its first message. Every run is pending; acknowledge the list with
+    `acknowledge` once its effects are durable."""
     consumer = app.batch_consumer
     buffer = consumer.deliver_raw(stream.channel.get_topic_name(), buffer_size)  # type: ignore[attr-defined]
     aiter(stream.channel)  # iterating the channel (not the stream) subscribes the topic
@@ -477,19 +584,20 @@ async def take_batches(app: BatchDeliveryApp, stream: faust.StreamT[Any], max_me
         if not await buffer.wait(IDLE_CHECK):
             consumer.repair_tails()
             continue
-        batch: list[Message] = []
+        batch: list[Run] = []
+        taken = 0
         deadline = time.monotonic() + within
         while True:
-            batch += consumer.admit(buffer.take(max_messages - len(batch)))
+            runs = buffer.take(max_messages - taken)
+            taken += sum(len(run.records) for run in runs)
+            batch += consumer.admit(runs)
             left = deadline - time.monotonic()
-            if len(batch) >= max_messages or left <= 0 or not await buffer.wait(left):
+            if taken >= max_messages or left <= 0 or not await buffer.wait(left):
                 break
         if batch:
             yield batch
 
 
-def acknowledge(app: faust.App, batch: Sequence[Message]) -> None:
-    """Mark the batch's messages processed, so their offsets may be committed."""
-    ack = app.consumer.ack
-    for message in batch:
-        ack(message)
+def acknowledge(app: BatchDeliveryApp, batch: Sequence[Run]) -> None:
+    """Mark the batch's runs processed, so their offsets may be committed."""
+    app.batch_consumer.acknowledge(batch)
