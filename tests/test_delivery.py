@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from stream.worker.delivery import BatchDeliveryApp, BatchDeliveryConsumer, Run, acknowledge, take_batches
+from stream.worker.delivery import BatchDeliveryApp, BatchDeliveryConsumer, RawBuffer, Run, acknowledge, take_batches
 
 TOPIC = "events"
 PARTITION = TP(TOPIC, 0)
@@ -18,6 +19,14 @@ def _run(offsets: list[int] | int, generation: int) -> Run:
     offsets = [offsets] if isinstance(offsets, int) else offsets
     return Run.of(PARTITION, generation, [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"{}", None, 0, 2, ())
                                           for o in offsets])
+
+
+def _taker(start: int, limit: int = 10) -> tuple[BatchDeliveryApp, BatchDeliveryConsumer,
+                                                  AsyncIterator[list[Run]], RawBuffer]:
+    """An app as `_app` gives it, its batches of up to `limit` messages and the buffer they are taken from."""
+    app, consumer = _app(start)
+    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), limit, 0.05, 100)
+    return app, consumer, batches, consumer.deliver_raw(TOPIC, 100)
 
 
 def _offsets(batch: list[Run]) -> list[int]:
@@ -39,9 +48,7 @@ def _app(start: int = 0) -> tuple[BatchDeliveryApp, BatchDeliveryConsumer]:
 async def test_messages_fetched_before_the_current_generation_are_not_taken() -> None:
     """A message of an earlier generation is read again from the committed offset after the
     rebalance; taking it too would fold a later offset before earlier ones."""
-    app, consumer = _app(start=5)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 10, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    app, consumer, batches, buffer = _taker(5)
     buffer.put(_run([7, 8], 2))
     buffer.put(_run([5, 6, 7], 3))
     batch = await anext(batches)
@@ -57,9 +64,7 @@ async def test_messages_fetched_before_the_current_generation_are_not_taken() ->
 
 async def test_a_hole_in_the_offsets_is_read_again_not_skipped() -> None:
     """Folding offset 8 before 7 would make the window state's replay fence drop 7 for good."""
-    app, consumer = _app(start=5)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 10, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    _, consumer, batches, buffer = _taker(5)
     buffer.put(_run([5, 6, 8, 9], 3))
     assert _offsets(await anext(batches)) == [5, 6]
     assert consumer._seek_requests == {PARTITION: 7}  # the fetch loop seeks back to the hole
@@ -69,18 +74,14 @@ async def test_a_hole_in_the_offsets_is_read_again_not_skipped() -> None:
 
 async def test_a_run_that_starts_early_is_taken_from_the_next_offset() -> None:
     """Records before the next offset (fetched again after a seek back) are dropped, the rest taken."""
-    app, consumer = _app(start=5)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 10, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    _, consumer, batches, buffer = _taker(5)
     buffer.put(_run([3, 4, 5, 6], 3))
     assert _offsets(await anext(batches)) == [5, 6]
     assert not consumer._seek_requests
 
 
 async def test_a_take_stops_at_the_limit_and_splits_a_run() -> None:
-    app, consumer = _app(start=0)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 3, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    _, _, batches, buffer = _taker(0, 3)
     buffer.put(_run([0, 1, 2, 3, 4], 3))
     assert _offsets(await anext(batches)) == [0, 1, 2]
     assert _offsets(await anext(batches)) == [3, 4]
@@ -88,7 +89,7 @@ async def test_a_take_stops_at_the_limit_and_splits_a_run() -> None:
 
 def test_the_buffer_is_bounded_by_value_bytes_too() -> None:
     """Batch messages are large: a message count alone would let the buffer hold gigabytes."""
-    app, consumer = _app()
+    _, consumer = _app()
     buffer = consumer.deliver_raw(TOPIC, 1_000)
     buffer.max_bytes = 5
     buffer.put(_run([0, 1], 3))  # 4 value bytes
@@ -101,9 +102,7 @@ def test_the_buffer_is_bounded_by_value_bytes_too() -> None:
 
 async def test_offsets_buffered_but_never_taken_are_read_again_when_the_buffer_is_idle() -> None:
     """A rebalance clears the buffer; if no later message comes to reveal the hole, idleness does."""
-    app, consumer = _app(start=5)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 10, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    _, consumer, batches, buffer = _taker(5)
     assert await consumer._put_raw(buffer, _run([5, 6], 3))
     buffer.clear()
     taking = asyncio.ensure_future(anext(batches))
@@ -117,9 +116,7 @@ async def test_offsets_buffered_but_never_taken_are_read_again_when_the_buffer_i
 
 
 async def test_nothing_is_taken_or_buffered_while_flow_control_is_suspended() -> None:
-    app, consumer = _app(start=1)
-    batches = take_batches(app, app.topic(TOPIC, value_serializer="raw").stream(), 10, 0.05, 100)
-    buffer = consumer.deliver_raw(TOPIC, 100)
+    app, consumer, batches, buffer = _taker(1)
     buffer.put(_run(1, 3))
     app.flow_control.suspend()
     putting = asyncio.ensure_future(consumer._put_raw(buffer, _run(2, 3)))
