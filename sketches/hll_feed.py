@@ -49,7 +49,6 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = ["LONG_STRING", "coupons", "double_keys", "string_coupons", "update_doubles", "update_strings"]
 
