@@ -30,11 +30,13 @@ import asyncio
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,23 +157,34 @@ async def group_lag(admin: AIOKafkaAdminClient, group: str, ends: dict[TopicPart
 
 
 # -- worker observation -----------------------------------------------------------------------
-def py_spy_breakdown(path: Path, top: int = 14) -> str:
-    """The worker's time by function from py-spy's raw stacks ("frame;frame;... count" lines): the
-    share of samples whose stack holds each Driftline/Faust/aiokafka function (inclusive)."""
+# Where a main-thread sample is, by the first of these functions on its stack (the agent's steps).
+SPY_STEPS = (("decode", "decode_messages"), ("plan (windows, segments, validations)", "plan_batch"),
+             ("profiling into window states", "apply_plan"), ("changelog flush", "make_durable"),
+             ("acknowledge", "acknowledge"), ("take and admit", "take_batches"), ("raw messages", "_raw_messages"),
+             ("fetch loop (main thread)", "_drain_messages"), ("flush to the store", "flush_windows"))
+
+
+def py_spy_breakdown(path: Path) -> str:
+    """The worker's samples by thread and step, from py-spy's raw stacks (`--threads`: each stack starts
+    with its thread): main-thread samples by the agent step they are in; the consumer thread (aiokafka
+    fetching and parsing records) and the store's worker threads as one line."""
     shares: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        total += int(count)
-        names = {frame.split(" (")[0] for frame in stack.split(";")
-                 if ("stream/" in frame or "sketches/" in frame or "faust/transport" in frame)
-                 and " (" in frame and "stream/cli/" not in frame and not frame.startswith("<module>")}
-        for name in names:
-            shares[name] += int(count)
-    rows = [f"  {100 * n / total:5.1f}%  {name}" for name, n in shares.most_common(top)] if total else []
-    return "\n".join([f"{path.name}: {total} samples (all threads); inclusive share", *rows])
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        if "MainThread" not in frames[0]:
+            shares["other threads (consumer thread: fetch and parse; store threads)"] += n
+            continue
+        step = next((name for name, function in SPY_STEPS if function + " (" in stack), None)
+        idle = "select" in frames[-1]
+        shares[step or ("main thread idle (event loop waiting)" if idle else "main thread, other")] += n
+    rows = [f"  {100 * n / total:5.1f}%  {name}" for name, n in shares.most_common()] if total else []
+    return "\n".join([f"{path.name}: {total} samples over the timed part, all threads", *rows])
 
 
 @dataclass
@@ -200,7 +213,10 @@ class Result:
         return self.events / self.raw_seconds if self.raw_seconds else 0.0
 
 
-async def observe(settings: Settings, proc: subprocess.Popen[bytes], result: Result, timeout: float) -> None:
+async def observe(settings: Settings, proc: subprocess.Popen[bytes], result: Result, timeout: float,
+                  timed: Callable[[bool], None] = lambda started: None) -> None:
+    """Time the worker (see the module docstring); `timed(True)` is called when the timed part starts,
+    `timed(False)` when it ends."""
     ends = await end_offsets(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
@@ -223,6 +239,7 @@ async def observe(settings: Settings, proc: subprocess.Popen[bytes], result: Res
             if consumed or value:
                 if first is None:
                     first = (now, 0.0)
+                    timed(True)
                 if now - last_lag_at >= 1.0:
                     last_lag_at = now
                     try:
@@ -230,6 +247,7 @@ async def observe(settings: Settings, proc: subprocess.Popen[bytes], result: Res
                     except Exception as exc:  # the group may not exist yet
                         result.note = f"lag: {type(exc).__name__}"
                 if value >= result.events:
+                    timed(False)
                     result.seconds = now - first[0]
                     result.counted = value - first[1]
                     result.wall_to_done = now - spawned
@@ -304,17 +322,24 @@ def run_scenario(name: str, n: int, broker: LocalBroker, root: Path, partitions:
     print(f"[{name}] worker…", flush=True)
     log = root / f"{tag}-worker.log"
     proc = start_worker(settings, log)
-    spy = None
-    if py_spy:
-        spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", str(py_spy_rate), "--nonblocking",
-                                "--threads", "-o", str(root / f"{name}.pyspy.txt"), "--pid", str(proc.pid)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def sample(started: bool) -> None:
+        """py-spy samples only the timed part: from the first batch until the last event is decoded."""
+        if py_spy and started:
+            spies.append(subprocess.Popen(
+                [py_spy, "record", "--format", "raw", "--rate", str(py_spy_rate), "--nonblocking", "--threads",
+                 "-o", str(root / f"{name}.pyspy.txt"), "--pid", str(proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        elif spies:
+            spies[0].send_signal(signal.SIGINT)  # py-spy writes its file and exits
+
     try:
-        asyncio.run(observe(settings, proc, result, timeout))
+        asyncio.run(observe(settings, proc, result, timeout, sample))
     finally:
-        stop_worker(proc)
-        if spy is not None:
+        for spy in spies:
             spy.wait(30)
+        stop_worker(proc)
     if not result.ok:
         tail = log.read_text(errors="replace")[-2000:]
         result.note += f" (worker log tail: …{tail})"
