@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -83,6 +84,7 @@ class Scenario:
 class Outcome:
     scenario: Scenario
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the worker's CPU time (user + system) until it decoded every event
     peak_rss: int = 0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (s since first batch, bytes)
     flush_latency: list[float] = field(default_factory=list)  # seconds
@@ -148,9 +150,20 @@ async def observe(port: int, proc: subprocess.Popen[bytes], out: Outcome, target
             out.peak_rss = max(out.peak_rss, status.get("VmHWM", 0))
         if first is not None and decoded >= target:
             out.seconds = now - first
+            out.cpu_seconds = cpu_seconds(proc.pid)
             return
         previous = now
         await asyncio.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat): on a shared machine, CPU per event
+    compares runs that wall-clock events/s cannot."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def visible_rows(client: httpx.AsyncClient, model: str, start_ms: int, end_ms: int) -> int:
@@ -249,22 +262,25 @@ def rss_line(out: Outcome) -> str:
 
 def summary(outcomes: list[Outcome]) -> None:
     print()
-    header = (f"{'scenario':<10}{'events':>10}{'events/s':>11}{'peak RSS':>10}{'flush p50':>11}{'flush max':>11}"
-              f"{'day p95 fresh':>15}{'day p95 warm':>14}")
+    header = (f"{'scenario':<10}{'events':>10}{'events/s':>11}{'CPU s':>8}{'peak RSS':>10}{'flush p50':>11}"
+              f"{'flush max':>11}{'day p95 fresh':>15}{'day p95 warm':>14}")
     print(header)
     print("-" * len(header))
     for o in outcomes:
+        # A failed scenario still shows what it measured before the failure ("-": not reached).
+        flush = (f"{percentile(o.flush_latency, 50):>10.2f}s{max(o.flush_latency):>10.2f}s" if o.flush_latency
+                 else f"{'-':>11}{'-':>11}")
+        query = (f"{percentile(o.query_fresh, 95):>13.0f}ms{percentile(o.query_warm, 95):>12.0f}ms"
+                 if o.query_fresh and o.query_warm else f"{'-':>15}{'-':>14}")
+        rate = f"{o.rate:>11,.0f}{o.cpu_seconds:>8.0f}" if o.seconds else f"{'-':>11}{'-':>8}"
+        print(f"{o.scenario.name:<10}{o.scenario.events:>10,}{rate}{o.peak_rss / 2**20:>8.0f}MB{flush}{query}")
         if not o.ok:
-            print(f"{o.scenario.name:<10}{o.scenario.events:>10,}  FAILED: {o.note}")
-            continue
-        print(f"{o.scenario.name:<10}{o.scenario.events:>10,}{o.rate:>11,.0f}{o.peak_rss / 2**20:>8.0f}MB"
-              f"{percentile(o.flush_latency, 50):>10.2f}s{max(o.flush_latency):>10.2f}s"
-              f"{percentile(o.query_fresh, 95):>13.0f}ms{percentile(o.query_warm, 95):>12.0f}ms")
+            print(f"{'':<10}FAILED: {o.note}")
     print()
     for o in outcomes:
-        if o.ok:
-            print(f"{o.scenario.name}: {rss_line(o)}")
+        print(f"{o.scenario.name}: {rss_line(o)}")
     print("\nevents/s: N / (time decoded_total reaches N - time the first batch started; startup excluded);\n"
+          "CPU s: the worker's user + system CPU seconds until then (startup included);\n"
           "flush: probe batch produced → its rows visible through the API (open windows flush every 5 s);\n"
           "day p95: merged profile of today's UTC day through the API, merge cache cleared (fresh) or warm.")
 
@@ -321,7 +337,8 @@ def main() -> int:
             ratios.append(Ratio(f"scale {o.scenario.name}: merged day p95 (fresh) vs target",
                                 percentile(o.query_fresh, 95), "ms", "target", 200.0, False))
     report("scale", ratios, args.json, {o.scenario.name: {
-        "events": o.scenario.events, "events_per_s": o.rate, "peak_rss_mb": o.peak_rss / 2**20,
+        "events": o.scenario.events, "events_per_s": o.rate, "worker_cpu_s": o.cpu_seconds,
+        "peak_rss_mb": o.peak_rss / 2**20,
         "rss_mb": [[round(t, 1), round(b / 2**20)] for t, b in o.rss], "flush_latency_s": o.flush_latency,
         "day_p95_fresh_ms": percentile(o.query_fresh, 95) if o.query_fresh else None,
         "day_p95_warm_ms": percentile(o.query_warm, 95) if o.query_warm else None, "ok": o.ok, "note": o.note,

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 import orjson
@@ -278,6 +279,21 @@ class WindowTable:
         self._cache[key] = (raw, state)
         return state
 
+    def undecoded(self, partitions: Iterable[int] | None = None) -> list[str]:
+        """Window keys whose state is not decoded in the cache (after a recovery from the changelog)."""
+        out = []
+        for key in self.window_keys(partitions):
+            raw, cached = self.data.get(key), self._cache.get(key)
+            if raw is not None and (cached is None or cached[0] is not raw):
+                out.append(key)
+        return out
+
+    def decode(self, keys: Iterable[str]) -> None:
+        """Decode the states of `keys` into the cache (a wide state takes ~20 ms: the flush calls this in
+        a thread, so the event loop never decodes a recovered table)."""
+        for key in keys:
+            self.get(key)
+
     def put(self, key: str, state: WindowState) -> None:
         text = base64.b64encode(state.to_bytes()).decode("ascii")
         previous = self.data.get(key)
@@ -481,12 +497,12 @@ class Due:
     close: bool  # True: flush and drop from memory; False: flush a snapshot of an open window
 
 
-def due_windows(table: WindowTable, snapshot: ConfigSnapshot, now_wall: float, flush_open_every: float,
-                last_open_flush: float, partitions: Iterable[int] | None = None) -> list[Due]:
-    """Windows to write now: closed ones (watermark past end + lateness, or idle), and — every
-    `flush_open_every` seconds — dirty open ones so queries see fresh data."""
+def due_windows(table: WindowTable, snapshot: ConfigSnapshot, now_wall: float, snapshots: bool,
+                partitions: Iterable[int] | None = None, pending: Collection[str] = ()) -> list[Due]:
+    """Windows to write now: closed ones (watermark past end + lateness, or idle), and dirty open ones
+    — all of them when `snapshots` (the flush's timer for fresh query data is up), else those in
+    `pending` (of a snapshot round not written yet: a flush writes in slices, `flush_slice`)."""
     out = []
-    flush_open = now_wall - last_open_flush >= flush_open_every
     for text in table.window_keys(partitions):
         state = table.get(text)
         if state is None:
@@ -498,8 +514,44 @@ def due_windows(table: WindowTable, snapshot: ConfigSnapshot, now_wall: float, f
         idle = now_wall - state.last_update_wall >= model.idle_timeout_seconds
         if closed or idle:
             out.append(Due(key, state, close=True))
-        elif flush_open and text in table.dirty:
+        elif (snapshots or text in pending) and text in table.dirty:
             out.append(Due(key, state, close=False))
+    return out
+
+
+FLUSH_SLICE_COLUMNS = 20_000  # column profiles written per slice: ~1 s of summaries and serialization
+
+
+def flush_slice(due: Sequence[Due], max_columns: int = FLUSH_SLICE_COLUMNS) -> list[Due]:
+    """The due windows to write in one go, as many as hold `max_columns` column profiles in all (at
+    least one): open windows' snapshots the most recently updated first (fresh data is visible
+    soonest) taking turns with closed windows the least recently updated first (each one written
+    frees its memory), so neither kind waits for the other. A flush writes slice after slice, letting
+    batches be processed between them: writing a model of 1,000 columns costs ~50 ms of Python per
+    window, and a backlog of hundreds of windows must not hold the batch step for minutes.
+
+    >>> from sketches.column import ColumnProfile
+    >>> def due(start: int, wall: float, columns: int, close: bool = False) -> Due:
+    ...     profile = DatasetProfile()
+    ...     profile.columns = {f"in.c{i}": ColumnProfile() for i in range(columns)}
+    ...     return Due(WindowKey(0, "m", "hourly", start, ""), WindowState(1, profile, last_update_wall=wall), close)
+    >>> [d.key.window_start for d in flush_slice([due(0, 1.0, 600), due(1, 3.0, 600), due(2, 2.0, 600)], 1000)]
+    [1]
+    >>> windows = [due(0, 1.0, 6), due(1, 3.0, 6), due(2, 2.0, 6, True), due(3, 0.5, 6, True), due(4, 4.0, 6)]
+    >>> [d.key.window_start for d in flush_slice(windows, 1000)]
+    [4, 3, 1, 2, 0]
+    """
+    fresh = sorted((d for d in due if not d.close), key=lambda d: -d.state.last_update_wall)
+    stale = sorted((d for d in due if d.close), key=lambda d: d.state.last_update_wall)
+    turns = [d for pair in zip_longest(fresh, stale) for d in pair if d is not None]
+    out: list[Due] = []
+    columns = 0
+    for item in turns:
+        width = len(item.state.profile.columns) + 1  # + the latency column every profile has
+        if out and columns + width > max_columns:
+            break
+        out.append(item)
+        columns += width
     return out
 
 
@@ -509,4 +561,4 @@ def anomaly_message(record: dict[str, Any]) -> bytes:
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-__all__ = ["Due", "Plan", "WindowTable", "apply_plan", "due_windows", "plan_batch"]
+__all__ = ["Due", "Plan", "WindowTable", "apply_plan", "due_windows", "flush_slice", "plan_batch"]

@@ -31,7 +31,16 @@ from stream.store.config import ConfigRepository
 from stream.store.detections import DetectorRepository, write_detections
 from stream.store.estimates import EstimateRow, EstimatorRepository, write_estimates
 from stream.store.predictions import write_predictions
-from stream.worker.plan import Due, WindowTable, anomaly_message, apply_plan, due_windows, plan_batch
+from stream.worker.plan import (
+    FLUSH_SLICE_COLUMNS,
+    Due,
+    WindowTable,
+    anomaly_message,
+    apply_plan,
+    due_windows,
+    flush_slice,
+    plan_batch,
+)
 from stream.worker.sink import Sink
 from stream.worker.windows import WindowKey
 
@@ -54,7 +63,9 @@ class StreamWorker:
         self.publish = publish
         self.snapshot = ConfigSnapshot()
         self.flush_open_every = flush_open_every
+        self.flush_slice_columns = FLUSH_SLICE_COLUMNS  # column profiles per flush slice (`flush_slice`)
         self._last_open_flush = 0.0
+        self._open_round_seconds = 0.0  # how long the last snapshot round took to write
         self._lock = asyncio.Lock()
         self.last_progress = time.monotonic()  # when a batch was last processed (stall detection)
 
@@ -252,37 +263,61 @@ class StreamWorker:
 
     # -- flushing ------------------------------------------------------------------------------
     async def flush(self, partitions: Iterable[int] | None = None, now: float | None = None) -> int:
-        """Write due windows; drop closed ones from memory only after the store has them."""
-        async with self._lock:
-            now = time.time() if now is None else now
-            due = due_windows(self.windows, self.snapshot, now, self.flush_open_every, self._last_open_flush,
-                              partitions)
-            if any(not d.close for d in due) or now - self._last_open_flush >= self.flush_open_every:
-                self._last_open_flush = now
-            if not due:
+        """Write due windows; drop closed ones from memory only after the store has them.
+
+        The due windows are written in slices (`flush_slice`: fresh open windows and old closed ones
+        in turn, a bounded number of column profiles each), every slice in a thread under the lock,
+        released between slices: batches waiting to be processed go in between, so a backlog of wide
+        windows (a model of 1,000 columns costs ~50 ms of Python per window to summarize and
+        serialize) never holds the batch step, and the event loop stays free to serve heartbeats and
+        /metrics. Each slice looks at the table again, so what a batch changed in between is written
+        as it is now. Every `flush_open_every` seconds — or, when rounds take long (wide models), no
+        sooner than twice the last round's duration after it began, so snapshots never keep a core
+        busy — a snapshot round adds the dirty open windows to those pending (a waiting window is
+        written once however many rounds found it dirty), the freshest first, so the windows being
+        filled right now are visible within seconds even while older ones wait their turn. Returns
+        the number of window rows written (stops at the first store error)."""
+        written, pending = 0, set[str]()
+        while True:
+            async with self._lock:
+                undecoded = self.windows.undecoded(partitions)
+                if undecoded:  # recovered from the changelog: decoded off the loop, not in due_windows
+                    await asyncio.to_thread(self.windows.decode, undecoded)
+                at = time.time() if now is None else now
+                opening = at - self._last_open_flush >= max(self.flush_open_every, 2 * self._open_round_seconds)
+                due = due_windows(self.windows, self.snapshot, at, opening, partitions, pending)
+                if opening:
+                    self._last_open_flush = at
+                    pending |= {d.key.encode() for d in due if not d.close}
+                if not due:
+                    self._gauge_open(partitions)
+                    return written
+                part = flush_slice(due, self.flush_slice_columns)
+                started = time.perf_counter()
+                try:
+                    rows = await asyncio.to_thread(self.sink.write_windows, part)
+                    estimates = _estimate_rows(part)
+                    if estimates:  # written with the windows: a failure keeps both in memory for the retry
+                        await asyncio.to_thread(write_estimates, self.store, self.sink.source_topic, estimates)
+                except StoreError as exc:
+                    telemetry.STORE_ERRORS.inc()
+                    log.warning("flush failed, windows stay in memory and are retried: %s", exc)
+                    return written
+                telemetry.FLUSH_SECONDS.observe(time.perf_counter() - started)
+                telemetry.ROWS_WRITTEN.labels(table="profiles").inc(rows)
+                written += rows
+                in_round = bool(pending)
+                for item in part:
+                    text = item.key.encode()
+                    pending.discard(text)
+                    if item.close:
+                        self.windows.drop(text)
+                        self.windows.note_dropped(item.key)
+                    else:
+                        self.windows.dirty.discard(text)
+                if in_round and not pending:  # the round is written: how long it took paces the next one
+                    self._open_round_seconds = (time.time() if now is None else now) - self._last_open_flush
                 self._gauge_open(partitions)
-                return 0
-            started = time.perf_counter()
-            try:
-                written = await asyncio.to_thread(self.sink.write_windows, due)
-                estimates = _estimate_rows(due)
-                if estimates:  # written with the windows: a failure keeps both in memory for the retry
-                    await asyncio.to_thread(write_estimates, self.store, self.sink.source_topic, estimates)
-            except StoreError as exc:
-                telemetry.STORE_ERRORS.inc()
-                log.warning("flush failed, windows stay in memory and are retried: %s", exc)
-                return 0
-            telemetry.FLUSH_SECONDS.observe(time.perf_counter() - started)
-            telemetry.ROWS_WRITTEN.labels(table="profiles").inc(written)
-            for item in due:
-                text = item.key.encode()
-                if item.close:
-                    self.windows.drop(text)
-                    self.windows.note_dropped(item.key)
-                else:
-                    self.windows.dirty.discard(text)
-            self._gauge_open(partitions)
-            return written
 
     def _gauge_open(self, partitions: Iterable[int] | None) -> None:
         keys = [WindowKey.decode(k) for k in self.windows.window_keys(partitions)]
