@@ -8,9 +8,6 @@ import threading
 import time
 from collections.abc import Iterable
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.ipc
 import pytest
 
 from stream.config.models import ModelConfig
@@ -21,24 +18,17 @@ from stream.store.config import ConfigRepository
 from stream.worker.plan import Due
 from stream.worker.step import StreamWorker
 from stream.worker.windows import WindowState
+from tests.wide import ARROW, wide_arrow_events
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 // 3_600_000 * 3_600_000
 COLUMNS = 200
-ARROW = [("content-type", b"application/vnd.apache.arrow.stream")]
 
 
 def arrow_batch(start_ms: int, minutes: int, offset: int, partition: int = 0) -> RawMessage:
     """One Arrow message of `minutes` events of the `wide` model, one per minute from `start_ms`."""
-    rng = np.random.default_rng(offset)
-    data = {"model": pa.array(["wide"] * minutes), "event_id": pa.array([f"e{offset}-{i}" for i in range(minutes)]),
-            "timestamp": pa.array(start_ms + np.arange(minutes, dtype=np.int64) * MINUTE)}
-    data |= {f"in.c{c:03d}": pa.array(rng.normal(c, 1.0, minutes)) for c in range(COLUMNS)}
-    table = pa.table(data)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return RawMessage(sink.getvalue().to_pybytes(), partition, offset, 0, ARROW)
+    return RawMessage(wide_arrow_events("wide", minutes, COLUMNS, start_ms, MINUTE, offset), partition, offset, 0,
+                      ARROW)
 
 
 def test_a_wide_flush_goes_in_slices_off_the_loop_with_batches_processed_between(embedded: Store) -> None:

@@ -6,33 +6,21 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.ipc
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.e2e.conftest import HOUR, Stack, now_hour
 from tests.integration.helpers import eventually, http_get
+from tests.wide import ARROW, wide_arrow_events
 
 pytestmark = pytest.mark.integration
 COLUMNS = 300
 MESSAGES, PER_MESSAGE = 24, 25
-ARROW = [("content-type", b"application/vnd.apache.arrow.stream")]
 
 
 def arrow_message(model: str, start_ms: int, step_ms: int, seed: int) -> bytes:
     """PER_MESSAGE events of `model`, `step_ms` apart from `start_ms`, with COLUMNS numeric inputs."""
-    rng = np.random.default_rng(seed)
-    data = {"model": pa.array([model] * PER_MESSAGE),
-            "event_id": pa.array([f"{seed}-{i}" for i in range(PER_MESSAGE)]),
-            "timestamp": pa.array(start_ms + np.arange(PER_MESSAGE, dtype=np.int64) * step_ms)}
-    data |= {f"in.c{c:03d}": pa.array(rng.normal(c, 1.0, PER_MESSAGE)) for c in range(COLUMNS)}
-    table = pa.table(data)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+    return wide_arrow_events(model, PER_MESSAGE, COLUMNS, start_ms, step_ms, seed)
 
 
 async def produce(stack: Stack, values: list[bytes]) -> None:
