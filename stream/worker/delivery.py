@@ -6,20 +6,21 @@ the conductor turns it into an event through three awaits, and the stream iterat
 event loop once per event. On this machine kind that caps an agent that does nothing at ~5k
 messages/s — a quarter of the single-event target before any work is done.
 
-`BatchDeliveryConsumer` puts the raw messages of the events topic straight into a `RawBuffer`, and
-`take_batches` reads that buffer in bulk. Everything else stays Faust's: group membership,
+`BatchDeliveryConsumer` puts the records of the events topic straight into a `RawBuffer`, one `Run`
+per partition and fetch, and `take_batches` reads that buffer in bulk (per-record Python on this path
+was most of the single-event overhead). Everything else stays Faust's: group membership,
 co-partitioned assignment, changelog tables, offset commits and rebalances. What keeps "every offset
 folded exactly once":
 
 * Window states fence replays by the highest offset folded into them, so per partition the agent
   must get offsets in order with no hole. `OffsetSequence` enforces that where messages are taken
-  (the only place that sees what the agent really gets): a message past a hole is dropped and the
+  (the only place that sees what the agent really gets): a record past a hole is dropped and the
   fetch loop seeks back to the hole. Offsets do go missing on the way — the buffer is cleared when a
   rebalance ends, and aiokafka leaves a partition without a committed offset where it was instead of
   seeking it back — and offsets buffered but never taken are read again once the buffer is idle.
 * Like Faust's own stream, nothing is taken during a rebalance or from an earlier generation, and
   nothing is buffered while flow control is suspended (resuming clears the buffer).
-* A taken message is pending (Faust's `_unacked_messages`) until the caller acknowledges it, after the state
+* A taken run is pending (Faust's `_unacked_messages`) until the caller acknowledges it, after the state
   holding it is durable. Faust's rebalance waits for pending messages, so a batch being processed
   is finished before its partitions are handed over, and commits never pass an unfolded offset.
 
