@@ -65,7 +65,6 @@ class StreamWorker:
         self.flush_open_every = flush_open_every
         self.flush_slice_columns = FLUSH_SLICE_COLUMNS  # column profiles per flush slice (`flush_slice`)
         self._last_open_flush = 0.0
-        self._open_round_seconds = 0.0  # how long the last snapshot round took to write
         self._lock = asyncio.Lock()
         self.last_progress = time.monotonic()  # when a batch was last processed (stall detection)
 
@@ -271,12 +270,11 @@ class StreamWorker:
         windows (a model of 1,000 columns costs ~50 ms of Python per window to summarize and
         serialize) never holds the batch step, and the event loop stays free to serve heartbeats and
         /metrics. Each slice looks at the table again, so what a batch changed in between is written
-        as it is now. Every `flush_open_every` seconds — or, when rounds take long (wide models), no
-        sooner than twice the last round's duration after it began, so snapshots never keep a core
-        busy — a snapshot round adds the dirty open windows to those pending (a waiting window is
-        written once however many rounds found it dirty), the freshest first, so the windows being
-        filled right now are visible within seconds even while older ones wait their turn. Returns
-        the number of window rows written (stops at the first store error)."""
+        as it is now. Every `flush_open_every` seconds a snapshot round adds the dirty open windows to
+        those pending (a waiting window is written once however many rounds found it dirty), the
+        freshest first, so the windows being filled right now are visible within seconds even while
+        older ones wait their turn. Returns the number of window rows written (stops at the first
+        store error)."""
         written, pending = 0, set[str]()
         while True:
             async with self._lock:
@@ -284,7 +282,7 @@ class StreamWorker:
                 if undecoded:  # recovered from the changelog: decoded off the loop, not in due_windows
                     await asyncio.to_thread(self.windows.decode, undecoded)
                 at = time.time() if now is None else now
-                opening = at - self._last_open_flush >= max(self.flush_open_every, 2 * self._open_round_seconds)
+                opening = at - self._last_open_flush >= self.flush_open_every
                 due = due_windows(self.windows, self.snapshot, at, opening, partitions, pending)
                 if opening:
                     self._last_open_flush = at
@@ -306,7 +304,6 @@ class StreamWorker:
                 telemetry.FLUSH_SECONDS.observe(time.perf_counter() - started)
                 telemetry.ROWS_WRITTEN.labels(table="profiles").inc(rows)
                 written += rows
-                in_round = bool(pending)
                 for item in part:
                     text = item.key.encode()
                     pending.discard(text)
@@ -315,8 +312,6 @@ class StreamWorker:
                         self.windows.note_dropped(item.key)
                     else:
                         self.windows.dirty.discard(text)
-                if in_round and not pending:  # the round is written: how long it took paces the next one
-                    self._open_round_seconds = (time.time() if now is None else now) - self._last_open_flush
                 self._gauge_open(partitions)
 
     def _gauge_open(self, partitions: Iterable[int] | None) -> None:
